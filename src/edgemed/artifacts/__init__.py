@@ -1,0 +1,1 @@
+"""edgemed.artifacts."""
