@@ -1,1 +1,6 @@
-"""edgemed.compress."""
+"""Compression stages: distillation (and, later, pruning and quantization). Imports torch lazily."""
+
+from edgemed.compress._config import AugmentConfig, DistillConfig, config_from_dict
+from edgemed.compress._distill import distill, predict_volume
+
+__all__ = ["AugmentConfig", "DistillConfig", "config_from_dict", "distill", "predict_volume"]

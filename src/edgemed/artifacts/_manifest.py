@@ -1,0 +1,188 @@
+"""Artifact directories: payload files plus a manifest.json with kind, schema, hashes and lineage.
+
+Stdlib + numpy only (device software reads manifests without torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edgemed._atomic import atomic_dir
+from edgemed.errors import ArtifactError
+
+__all__ = ["MANIFEST", "Manifest", "read_manifest", "sha256_file", "write_artifact"]
+
+MANIFEST = "manifest.json"
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The manifest of an artifact directory.
+
+    Attributes:
+        kind: "student", "onnx", "engine", "bundle" or "report".
+        schema_version: Version of that kind's layout; readers refuse versions they don't know.
+        edgemed_version: The edgemed that wrote it.
+        files: Payload file name → sha256.
+        parent: The parent artifact's `digest` (lineage teacher → student → ONNX → engine), or None.
+        metadata: Kind-specific content (organ, preprocessing, scores...), JSON-ready.
+        created_utc: ISO-8601 creation time.
+    """
+
+    kind: str
+    schema_version: int
+    edgemed_version: str
+    files: Mapping[str, str]
+    parent: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    created_utc: str = ""
+
+    @property
+    def digest(self) -> str:
+        """sha256 over kind, schema and file hashes: the artifact's identity in lineage records."""
+        body = json.dumps({"kind": self.kind, "schema": self.schema_version, "files": dict(sorted(self.files.items()))},
+                          sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest.json content."""
+        return {
+            "kind": self.kind,
+            "schema_version": self.schema_version,
+            "edgemed_version": self.edgemed_version,
+            "created_utc": self.created_utc,
+            "digest": self.digest,
+            "parent": self.parent,
+            "files": dict(sorted(self.files.items())),
+            "metadata": dict(self.metadata),
+        }
+
+
+def write_artifact(
+    path: str | os.PathLike[str],
+    *,
+    kind: str,
+    schema_version: int,
+    payload: Mapping[str, bytes | Path],
+    metadata: Mapping[str, Any],
+    parent: str | None = None,
+) -> Manifest:
+    """Write an artifact directory atomically: payload files, then manifest.json with their hashes.
+
+    Args:
+        payload: File name → bytes to write, or an existing file to move in.
+        parent: The parent artifact's digest (lineage).
+
+    Returns:
+        The written manifest.
+    """
+    from edgemed import __version__
+
+    with atomic_dir(path) as tmp:
+        files: dict[str, str] = {}
+        for name, content in payload.items():
+            if "/" in name or name in ("", MANIFEST, ".", ".."):
+                raise ArtifactError(f"invalid payload file name {name!r}.")
+            target = tmp / name
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                os.replace(content, target)
+            files[name] = sha256_file(target)
+        manifest = Manifest(
+            kind=kind,
+            schema_version=schema_version,
+            edgemed_version=__version__,
+            files=files,
+            parent=parent,
+            metadata=_jsonable(metadata),
+            created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        (tmp / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+    return manifest
+
+
+def read_manifest(path: str | os.PathLike[str], *, kind: str | None = None, schema_versions: tuple[int, ...] = (1,),
+                  verify: bool = True) -> Manifest:
+    """Read and check an artifact's manifest.
+
+    Args:
+        kind: The expected kind; None accepts any.
+        schema_versions: Schema versions this reader understands.
+        verify: Check every payload file's sha256 (and that no file is missing).
+
+    Raises:
+        ArtifactError: Missing or unreadable manifest, wrong kind or schema, missing or altered file.
+    """
+    root = Path(path)
+    mpath = root / MANIFEST
+    if not root.is_dir():
+        raise ArtifactError(f"{root} is not an artifact directory (it does not exist or is a file).")
+    try:
+        raw = json.loads(mpath.read_text())
+    except FileNotFoundError as err:
+        raise ArtifactError(f"{root} has no {MANIFEST}; it is not an edgemed artifact or was not written completely.") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{mpath} is not valid JSON ({err}); the artifact is damaged — re-create it.") from err
+    try:
+        manifest = Manifest(
+            kind=str(raw["kind"]),
+            schema_version=int(raw["schema_version"]),
+            edgemed_version=str(raw["edgemed_version"]),
+            files=dict(raw["files"]),
+            parent=raw.get("parent"),
+            metadata=dict(raw.get("metadata", {})),
+            created_utc=str(raw.get("created_utc", "")),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise ArtifactError(f"{mpath} lacks a required field ({err}); the artifact is damaged — re-create it.") from err
+    if kind is not None and manifest.kind != kind:
+        raise ArtifactError(f"{root} is a {manifest.kind!r} artifact, but a {kind!r} artifact is needed here.")
+    if manifest.schema_version not in schema_versions:
+        raise ArtifactError(
+            f"{root} has {manifest.kind} schema version {manifest.schema_version}; this edgemed reads "
+            f"{', '.join(map(str, schema_versions))}. Upgrade edgemed or re-create the artifact."
+        )
+    if verify:
+        for name, expected in manifest.files.items():
+            file = root / name
+            if not file.is_file():
+                raise ArtifactError(f"{root}: payload file {name!r} is missing; the artifact is incomplete — re-create it.")
+            actual = sha256_file(file)
+            if actual != expected:
+                raise ArtifactError(
+                    f"{root}: {name!r} was altered (sha256 {actual[:12]}… ≠ recorded {expected[:12]}…). "
+                    "Refusing to use a modified artifact; re-create it or restore the original file."
+                )
+    return manifest
+
+
+def host_facts() -> dict[str, str]:
+    """Non-identifying facts about the machine that wrote an artifact."""
+    return {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system()}
+
+
+def _jsonable(value: Any) -> Any:
+    """Round-trip through JSON so tuples become lists and nothing unserialisable slips in."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as err:
+        raise ArtifactError(f"artifact metadata is not JSON-serialisable: {err}") from err

@@ -1,0 +1,92 @@
+"""Typed specs carried inside artifacts: preprocessing, postprocessing, organ channels (stdlib only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from edgemed.errors import ConfigError
+
+__all__ = ["OrganChannel", "PostprocessSpec", "PreprocessSpec"]
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a volume becomes student input; the runtime applies exactly this.
+
+    Attributes:
+        modality: "CT" (window in HU) or "MR" (percentile normalisation).
+        spacing_mm: In-plane (x, y) spacing the student works at; slices keep their own thickness.
+        window_hu: CT intensity window (low, high) scaled to [0, 1].
+        context_slices: Neighbouring axial slices on each side fed as channels (2.5D); 0 = pure 2D.
+        pad_multiple: Height and width are padded to a multiple of this (the network's stride).
+    """
+
+    modality: str = "CT"
+    spacing_mm: tuple[float, float] = (2.0, 2.0)
+    window_hu: tuple[float, float] = (-300.0, 400.0)
+    context_slices: int = 1
+    pad_multiple: int = 16
+
+    def __post_init__(self) -> None:
+        if self.modality not in ("CT", "MR"):
+            raise ConfigError(f"modality={self.modality!r}; use 'CT' or 'MR'.")
+        if len(self.spacing_mm) != 2 or min(self.spacing_mm) <= 0:
+            raise ConfigError(f"spacing_mm={self.spacing_mm} must be two positive in-plane spacings, e.g. (2.0, 2.0).")
+        lo, hi = self.window_hu
+        if not hi > lo:
+            raise ConfigError(f"window_hu={self.window_hu} must be (low, high) with high > low, e.g. (-300, 400).")
+        if not 0 <= self.context_slices <= 4:
+            raise ConfigError(f"context_slices={self.context_slices}; use 0 (2D) to 4.")
+        if self.pad_multiple < 1:
+            raise ConfigError(f"pad_multiple={self.pad_multiple} must be >= 1.")
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of a student using this spec."""
+        return 2 * self.context_slices + 1
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"modality": self.modality, "spacing_mm": list(self.spacing_mm), "window_hu": list(self.window_hu),
+                "context_slices": self.context_slices, "pad_multiple": self.pad_multiple}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> "PreprocessSpec":
+        """Inverse of `to_json`."""
+        return cls(modality=raw["modality"], spacing_mm=tuple(raw["spacing_mm"]),  # type: ignore[arg-type]
+                   window_hu=tuple(raw["window_hu"]), context_slices=int(raw["context_slices"]),  # type: ignore[arg-type]
+                   pad_multiple=int(raw["pad_multiple"]))
+
+
+@dataclass(frozen=True)
+class PostprocessSpec:
+    """How student logits become a mask.
+
+    Attributes:
+        largest_component: Keep only the largest 3D connected component of each organ.
+    """
+
+    largest_component: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"argmax": True, "largest_component": self.largest_component}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> "PostprocessSpec":
+        """Inverse of `to_json`."""
+        return cls(largest_component=bool(raw.get("largest_component", False)))
+
+
+@dataclass(frozen=True)
+class OrganChannel:
+    """Output channel `channel` (≥ 1) of a student is organ `name`, id `label_id` in the teacher's map."""
+
+    channel: int
+    label_id: int
+    name: str
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"channel": self.channel, "label_id": self.label_id, "name": self.name}

@@ -1,0 +1,79 @@
+"""The student checkpoint artifact: safetensors weights + architecture spec + manifest (no pickle)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemed.artifacts._manifest import Manifest, read_manifest
+from edgemed.artifacts._specs import OrganChannel, PostprocessSpec, PreprocessSpec
+from edgemed.errors import ArtifactError
+
+__all__ = ["STUDENT_KIND", "StudentCheckpoint"]
+
+STUDENT_KIND = "student"
+WEIGHTS = "weights.safetensors"
+ARCHITECTURE = "architecture.json"
+
+
+@dataclass(frozen=True)
+class StudentCheckpoint:
+    """A distilled (or pruned) student on disk.
+
+    Example:
+        >>> ckpt = StudentCheckpoint.load("runs/liver")
+        >>> ckpt.organs[0].name, ckpt.preprocess.spacing_mm
+        ('liver', (2.0, 2.0))
+    """
+
+    path: Path
+    manifest: Manifest
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, verify: bool = True) -> "StudentCheckpoint":
+        """Open a student directory, checking kind, schema and file hashes.
+
+        Raises:
+            ArtifactError: Not a student, or damaged.
+        """
+        root = Path(path)
+        return cls(root, read_manifest(root, kind=STUDENT_KIND, verify=verify))
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The manifest's metadata block."""
+        return dict(self.manifest.metadata)
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        """The architecture spec (arch, in_channels, num_classes, kwargs)."""
+        return json.loads((self.path / ARCHITECTURE).read_text())
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        """The preprocessing the student was trained with."""
+        return PreprocessSpec.from_json(self.metadata["preprocess"])
+
+    @property
+    def postprocess(self) -> PostprocessSpec:
+        """How logits become a mask."""
+        return PostprocessSpec.from_json(self.metadata.get("postprocess", {}))
+
+    @property
+    def organs(self) -> tuple[OrganChannel, ...]:
+        """Output channels 1.. and the organs they segment."""
+        return tuple(OrganChannel(**o) for o in self.metadata["organs"])
+
+    def state_dict_numpy(self) -> dict[str, np.ndarray]:
+        """The weights as numpy arrays (safetensors; no pickle, no torch needed)."""
+        from safetensors.numpy import load_file
+
+        try:
+            return load_file(str(self.path / WEIGHTS))
+        except (OSError, ValueError) as err:
+            raise ArtifactError(f"{self.path / WEIGHTS} is not a readable safetensors file ({err}).") from err

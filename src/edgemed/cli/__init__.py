@@ -1,0 +1,70 @@
+"""The `edgemed` command line. Subcommands are imported only when run, so `--help` is instant."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from edgemed import __version__
+from edgemed.errors import ConfigError, EdgemedError
+
+__all__ = ["main"]
+
+# name → (module, function, one-line help). Add a command: one line here + its module.
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "distill": ("edgemed.cli._distill", "distill", "Distill a teacher into an organ-specific student (label-free)."),
+    "inspect": ("edgemed.cli._inspect", "inspect", "Print an artifact's manifest, or a label map's classes."),
+    "students": ("edgemed.cli._inspect", "students", "List the student architectures of the zoo."),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS:
+            return None
+        module, attr, _ = _COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Help text from the table, so listing commands imports none of them.
+        rows = [(name, _COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgemed")
+def _cli() -> None:
+    """edgemed: distill, compress, export and profile organ-specific medical segmentation models.
+
+    Every command prints what it wrote and the next command to run; logs go to stderr.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning edgemed errors into a one-paragraph message.
+
+    Exit codes: 0 ok, 1 failed, 2 bad usage or config.
+    """
+    try:
+        _cli.main(args=argv, prog_name="edgemed", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except ConfigError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except EdgemedError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,111 @@
+"""`edgemed distill`: teacher + unlabeled scans → organ-specific student checkpoint."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgemed.cli._options import MultiValueOption
+from edgemed.cli._pairing import pair_scans
+
+__all__ = ["distill"]
+
+
+@click.command()
+@click.option("--scans", cls=MultiValueOption, required=True,
+              help="CT/MR scans: NIfTI files, DICOM series folders, or a folder of them.")
+@click.option("--teacher-predictions", cls=MultiValueOption,
+              help="Stored teacher outputs (label maps or probability maps), paired with --scans in order, "
+                   "or a folder paired by file name.")
+@click.option("--teacher", help="A teacher to run: model.onnx, TorchScript .pt, an nnU-Net v2 model folder, "
+                                "or package.module:factory (with --teacher-checkpoint).")
+@click.option("--teacher-checkpoint", type=click.Path(path_type=Path), help="State-dict checkpoint for a module:factory teacher.")
+@click.option("--teacher-dims", type=click.Choice(["2", "3"]), default="3", show_default=True,
+              help="torch/ONNX teacher: runs on axial slices (2) or 3D patches (3).")
+@click.option("--teacher-window-hu", nargs=2, type=float, default=(-1024.0, 1024.0), show_default=True,
+              help="torch/ONNX teacher input window.")
+@click.option("--teacher-patch-size", nargs=3, type=int, help="torch/ONNX 3D teacher sliding-window patch (voxels).")
+@click.option("--teacher-classes", help="Comma-separated label id of each teacher output channel (default 0..C-1).")
+@click.option("--label-map", default="totalsegmentator", show_default=True,
+              help="Class names of the teacher's labels: a built-in name or a JSON file.")
+@click.option("--organ", "organs", cls=MultiValueOption, required=True, help="Organ(s) by name or id, e.g. liver.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Student checkpoint directory to write.")
+@click.option("--student", default="unet2d", show_default=True, help="Zoo architecture (edgemed students).")
+@click.option("--epochs", type=int, default=40, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--temperature", type=float, default=2.0, show_default=True, help="KD softmax temperature.")
+@click.option("--spacing-mm", nargs=2, type=float, default=(2.0, 2.0), show_default=True,
+              help="In-plane spacing the student works at.")
+@click.option("--window-hu", nargs=2, type=float, default=(-300.0, 400.0), show_default=True,
+              help="Student CT intensity window.")
+@click.option("--context-slices", type=int, default=1, show_default=True, help="2.5D neighbours each side.")
+@click.option("--holdout-fraction", type=float, default=0.2, show_default=True,
+              help="Contiguous block of organ slices held out for validation.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, help="torch threads (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teacher: str | None,
+            teacher_checkpoint: Path | None, teacher_dims: str, teacher_window_hu: tuple[float, float],
+            teacher_patch_size: tuple[int, int, int] | None, teacher_classes: str | None, label_map: str,
+            organs: tuple[str, ...], out: Path, student: str, epochs: int, batch_size: int, lr: float,
+            temperature: float, spacing_mm: tuple[float, float], window_hu: tuple[float, float],
+            context_slices: int, holdout_fraction: float, seed: int, threads: int | None, as_json: bool,
+            quiet: bool) -> None:
+    """Distill a teacher into an organ-specific student, label-free.
+
+    \b
+    Examples:
+      edgemed distill --scans ct.nii.gz --teacher-predictions seg.nii.gz --organ liver --out runs/liver
+      edgemed distill --scans scans/ --teacher-predictions preds/ --organ kidney_left kidney_right --out runs/kidneys
+      edgemed distill --scans dicom_series/ --teacher Dataset297_TotalSegmentator/... --organ liver --out runs/liver
+    """
+    from edgemed.artifacts import PreprocessSpec
+    from edgemed.compress import DistillConfig, distill as run_distill
+    from edgemed.errors import ConfigError
+
+    if bool(teacher) == bool(teacher_predictions):
+        raise ConfigError("give exactly one of --teacher (a model to run) or --teacher-predictions (stored outputs).")
+    scan_paths, pred_paths = pair_scans(scans, teacher_predictions or None)
+    config = DistillConfig(
+        organs=organs, label_map=label_map, student=student, epochs=epochs, batch_size=batch_size, lr=lr,
+        temperature=temperature, holdout_fraction=holdout_fraction, seed=seed, threads=threads,
+        preprocess=PreprocessSpec(spacing_mm=spacing_mm, window_hu=window_hu, context_slices=context_slices),
+    )
+    teacher_obj = None
+    if teacher:
+        teacher_obj = _load_teacher(teacher, teacher_checkpoint, teacher_dims, teacher_window_hu,
+                                    teacher_patch_size, teacher_classes)
+    click.echo(f"distilling {', '.join(organs)} from {len(scan_paths)} scan(s) into {student} → {out}", err=True)
+    ckpt = run_distill(scan_paths, config, out, teacher=teacher_obj, teacher_predictions=pred_paths,
+                       progress=not quiet)
+    meta = ckpt.metadata
+    if as_json:
+        click.echo(json.dumps({"path": str(out), "validation": meta["validation"], "training": meta["training"]},
+                              indent=2))
+        return
+    dice = meta["validation"].get("dice", {})
+    click.echo(f"wrote {out}  ({meta['training']['parameters']:,d} parameters, {meta['training']['seconds']} s)")
+    for organ, value in dice.items():
+        click.echo(f"  {organ:<24} Dice vs teacher on held-out slices: {value:.4f}")
+    click.echo(f"next: edgemed inspect {out}")
+    sys.stdout.flush()
+
+
+def _load_teacher(spec: str, checkpoint: Path | None, dims: str, window_hu: tuple[float, float],
+                  patch_size: tuple[int, int, int] | None, classes: str | None) -> object:
+    from edgemed.errors import ConfigError
+    from edgemed.models.teachers import TeacherInputConfig, load_teacher
+
+    class_ids = None
+    if classes:
+        try:
+            class_ids = tuple(int(c) for c in classes.split(","))
+        except ValueError as err:
+            raise ConfigError(f"--teacher-classes {classes!r} must be comma-separated integers, e.g. 0,5,1.") from err
+    config = TeacherInputConfig(dims=int(dims), window_hu=window_hu, patch_size=patch_size, class_ids=class_ids)
+    return load_teacher(spec, checkpoint=checkpoint, config=config)

@@ -1,0 +1,52 @@
+"""Batch augmentation on torch tensors: small affine warps and intensity changes."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from edgemed.compress._config import AugmentConfig
+
+__all__ = ["augment_batch"]
+
+
+def augment_batch(x: torch.Tensor, target: torch.Tensor, cfg: AugmentConfig,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment inputs (N, C, H, W) and their soft targets (N, K, H, W) consistently.
+
+    The geometric warp is applied to both (bilinear; targets stay valid distributions because
+    bilinear weights sum to one, and out-of-slice area becomes background); intensity changes
+    touch the input only.
+    """
+    n = x.shape[0]
+    active = torch.rand(n, generator=gen) < cfg.prob
+    if not bool(active.any()):
+        return x, target
+    u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=gen)  # noqa: E731
+    angle = u(-cfg.rotate_deg, cfg.rotate_deg) * math.pi / 180
+    zoom = u(*cfg.scale)
+    tx, ty = u(-cfg.translate_frac, cfg.translate_frac) * 2, u(-cfg.translate_frac, cfg.translate_frac) * 2
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
+    ident = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(n, 2, 3)
+    theta = torch.where(active[:, None, None], theta, ident)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    bg = torch.zeros_like(target)
+    bg[:, 0] = 1.0
+    # Warp (target - background one-hot) with zero padding, then add background back: outside
+    # the original slice is background, and every pixel still sums to one.
+    target = F.grid_sample(target - bg, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + bg
+
+    a = active[:, None, None, None]
+    contrast = 1 + u(-cfg.intensity_scale, cfg.intensity_scale)[:, None, None, None]
+    shift = u(-cfg.intensity_shift, cfg.intensity_shift)[:, None, None, None]
+    gamma = torch.exp(u(math.log(cfg.gamma[0]), math.log(cfg.gamma[1])))[:, None, None, None]
+    sigma = u(0.0, cfg.noise_std)[:, None, None, None]
+    noise = torch.randn(x.shape, generator=gen) * sigma
+    y = (x.clamp(0, 1) ** gamma) * contrast + shift + noise
+    x = torch.where(a, y, x)
+    return x, target

@@ -1,0 +1,149 @@
+"""Configs of the distillation stage (frozen dataclasses that validate themselves)."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from edgemed.artifacts import PostprocessSpec, PreprocessSpec
+from edgemed.errors import ConfigError
+
+__all__ = ["AugmentConfig", "DistillConfig", "config_from_dict"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AugmentConfig:
+    """Training-time augmentation: scanner/contrast robustness without new labels.
+
+    Attributes:
+        prob: Probability that a slice is augmented at all.
+        rotate_deg: Max in-plane rotation.
+        scale: (min, max) isotropic zoom.
+        translate_frac: Max shift as a fraction of the slice size.
+        intensity_scale: Max relative contrast change (windowed units).
+        intensity_shift: Max brightness shift (windowed units; 0.05 ≈ 35 HU at the default window).
+        gamma: (min, max) gamma on windowed intensities (contrast-phase-like changes).
+        noise_std: Max Gaussian noise sigma (windowed units).
+        flip: Mirror left-right. Off by default: organs are lateralised (liver right, spleen left),
+            and mirrored anatomy teaches the student that a liver may sit on the left.
+    """
+
+    prob: float = 0.8
+    rotate_deg: float = 10.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    translate_frac: float = 0.05
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.05
+    gamma: tuple[float, float] = (0.8, 1.25)
+    noise_std: float = 0.03
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prob <= 1.0:
+            raise ConfigError(f"augment.prob={self.prob} must be in [0, 1].")
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ConfigError(f"augment.scale={self.scale} must be (min, max) with 0 < min <= max.")
+        if not 0 < self.gamma[0] <= self.gamma[1]:
+            raise ConfigError(f"augment.gamma={self.gamma} must be (min, max) with 0 < min <= max.")
+        if self.rotate_deg < 0 or self.translate_frac < 0 or self.noise_std < 0:
+            raise ConfigError("augment.rotate_deg, translate_frac and noise_std must be >= 0.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DistillConfig:
+    """Label-free, organ-specific distillation of a teacher into a student.
+
+    Attributes:
+        organs: Organs by name or id in `label_map` (one student segments these, plus background).
+        label_map: "totalsegmentator", "totalsegmentator_mr" or a JSON file.
+        student: A zoo architecture (see `edgemed.models.list_students()`).
+        student_kwargs: Architecture options, e.g. {"widths": [8, 16, 32, 64]}.
+        preprocess: Student input spacing, window and 2.5D context.
+        epochs: Passes over the training slices.
+        batch_size: Slices per step.
+        lr: Peak AdamW learning rate (one-cycle schedule).
+        weight_decay: AdamW weight decay.
+        temperature: Softmax temperature for soft-label KD (used when the teacher gives scores).
+        dice_weight: Weight of the soft Dice loss beside the KD / cross-entropy term.
+        holdout_fraction: Fraction of each scan's organ-bearing slices held out as one contiguous
+            block for validation (never trained on).
+        organ_slice_ratio: Share of each batch drawn from slices containing an organ (the rest from
+            slices without), so small organs are not drowned in background slices.
+        augment: Augmentation settings.
+        seed: Seeds torch and numpy: the same inputs and seed give the same weights.
+        threads: torch intra-op threads (None: torch's default).
+    """
+
+    organs: tuple[str, ...]
+    label_map: str = "totalsegmentator"
+    student: str = "unet2d"
+    student_kwargs: dict[str, Any] = field(default_factory=dict)
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
+    epochs: int = 40
+    batch_size: int = 8
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    temperature: float = 2.0
+    dice_weight: float = 1.0
+    holdout_fraction: float = 0.2
+    organ_slice_ratio: float = 0.75
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.organs:
+            raise ConfigError("no organ given; name at least one, e.g. --organ liver.")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs={self.epochs} must be >= 1.")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size={self.batch_size} must be >= 1.")
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"lr={self.lr} is outside (0, 1); try 3e-3.")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature={self.temperature} must be > 0; 1-4 is usual.")
+        if not 0.0 <= self.holdout_fraction < 0.9:
+            raise ConfigError(f"holdout_fraction={self.holdout_fraction} must be in [0, 0.9).")
+        if not 0.0 <= self.organ_slice_ratio <= 1.0:
+            raise ConfigError(f"organ_slice_ratio={self.organ_slice_ratio} must be in [0, 1].")
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the recipe recorded in the student's manifest)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (PreprocessSpec, PostprocessSpec)):
+                value = value.to_json()
+            elif isinstance(value, AugmentConfig):
+                value = {g.name: getattr(value, g.name) for g in fields(value)}
+            out[f.name] = value
+        return out
+
+
+def config_from_dict(raw: dict[str, Any]) -> DistillConfig:
+    """Build a DistillConfig from recipe/CLI keys, suggesting the right name for a typo.
+
+    Raises:
+        ConfigError: Unknown key (with a "did you mean" hint) or invalid value.
+    """
+    known = {f.name for f in fields(DistillConfig)}
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown distill option {key!r}.{hint}")
+    values = dict(raw)
+    if isinstance(values.get("preprocess"), dict):
+        values["preprocess"] = PreprocessSpec(**values["preprocess"])
+    if isinstance(values.get("postprocess"), dict):
+        values["postprocess"] = PostprocessSpec(**values["postprocess"])
+    if isinstance(values.get("augment"), dict):
+        values["augment"] = AugmentConfig(**values["augment"])
+    if "organs" in values:
+        values["organs"] = tuple(str(o) for o in values["organs"])
+    try:
+        return DistillConfig(**values)
+    except TypeError as err:
+        raise ConfigError(f"invalid distill options: {err}") from err

@@ -1,0 +1,95 @@
+"""Distillation data: scans and teacher outputs on the student grid, held-out blocks, batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgemed.artifacts import PreprocessSpec
+from edgemed.io import Volume
+from edgemed.io._student_grid import SliceGeometry, context_stack, prepare_volume, to_student_grid
+
+__all__ = ["ScanSlices", "holdout_block", "make_batch", "scan_slices"]
+
+
+@dataclass
+class ScanSlices:
+    """One scan prepared for training.
+
+    Attributes:
+        name: File name of the scan (de-identified).
+        volume: The scan on its native grid (for native-grid evaluation).
+        image: (Z, H, W) student input intensities.
+        soft: (Z, K, H, W) teacher probabilities at the KD temperature.
+        hard: (Z, H, W) teacher class index (0 background, i organ i).
+        native_mask: (X, Y, Z) teacher class index on the native grid.
+        geom: Student-grid geometry.
+        train_ks / val_ks: Axial slice indices for training / validation.
+    """
+
+    name: str
+    volume: Volume
+    image: np.ndarray
+    soft: np.ndarray
+    hard: np.ndarray
+    native_mask: np.ndarray
+    geom: SliceGeometry
+    train_ks: np.ndarray
+    val_ks: np.ndarray
+
+    @property
+    def organ_ks(self) -> np.ndarray:
+        """Slices where the teacher sees any requested organ."""
+        return np.flatnonzero(self.native_mask.reshape(-1, self.native_mask.shape[2]).any(axis=0))
+
+
+def holdout_block(organ_ks: np.ndarray, n_slices: int, fraction: float) -> np.ndarray:
+    """A contiguous block of slices, `fraction` of the organ-bearing ones, centred on the organ.
+
+    The centre is where the organ is largest and a student can't just copy a neighbour's edge;
+    a block (not scattered slices) keeps trained slices from sitting right next to tested ones.
+    """
+    if fraction <= 0 or organ_ks.size == 0:
+        return np.empty(0, dtype=np.int64)
+    lo, hi = int(organ_ks.min()), int(organ_ks.max())
+    n_val = max(1, int(round(fraction * (hi - lo + 1))))
+    start = (lo + hi + 1 - n_val) // 2
+    return np.arange(max(0, start), min(n_slices, start + n_val), dtype=np.int64)
+
+
+def scan_slices(name: str, volume: Volume, probs: np.ndarray, mask: np.ndarray, spec: PreprocessSpec,
+                holdout_fraction: float) -> ScanSlices:
+    """Put one scan and its teacher output onto the student grid and split its slices."""
+    image, geom = prepare_volume(volume, spec)
+    soft = to_student_grid(probs.astype(np.float32, copy=False), geom, order="linear")
+    hard = to_student_grid(mask.astype(np.uint8, copy=False), geom, order="nearest")
+    z = volume.shape[2]
+    organ_ks = np.flatnonzero(mask.reshape(-1, z).any(axis=0))
+    val = holdout_block(organ_ks, z, holdout_fraction)
+    train = np.setdiff1d(np.arange(z), val)
+    return ScanSlices(name, volume, image, soft, hard, mask, geom, train, val)
+
+
+def make_batch(scans: Sequence[ScanSlices], picks: Sequence[tuple[int, int]], context: int,
+               num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs (N, C, H, W), soft targets (N, K, H, W) and one-hot targets for (scan, slice) picks.
+
+    Slices of different scans are padded to the largest H and W (air / background).
+    """
+    h = max(scans[s].image.shape[1] for s, _ in picks)
+    w = max(scans[s].image.shape[2] for s, _ in picks)
+    n = len(picks)
+    x = np.zeros((n, 2 * context + 1, h, w), np.float32)
+    soft = np.zeros((n, num_classes, h, w), np.float32)
+    soft[:, 0] = 1.0
+    hard = np.zeros((n, num_classes, h, w), np.float32)
+    hard[:, 0] = 1.0
+    for i, (s, k) in enumerate(picks):
+        sc = scans[s]
+        hh, ww = sc.image.shape[1:]
+        x[i, :, :hh, :ww] = context_stack(sc.image, [k], context)[0]
+        soft[i, :, :hh, :ww] = sc.soft[k]
+        hard[i, :, :hh, :ww] = np.eye(num_classes, dtype=np.float32)[sc.hard[k]].transpose(2, 0, 1)
+    return x, soft, hard

@@ -1,0 +1,106 @@
+"""The student's grid: a volume resampled in-plane, windowed, padded, and the exact way back.
+
+Training (`edgemed.compress`) and the runtime use these same functions, so a bundle sees its
+input exactly as the student saw it during distillation. numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgemed.artifacts._specs import PreprocessSpec
+from edgemed.io._resample import resample_array
+from edgemed.io._volume import Volume
+from edgemed.io._window import normalize_mr, window_hu
+
+__all__ = ["SliceGeometry", "context_stack", "from_student_grid", "student_grid_geometry", "to_student_grid",
+           "prepare_volume"]
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Where the student's (Z, H, W) grid sits relative to the volume's (X, Y, Z) grid.
+
+    Attributes:
+        volume_shape: The original (X, Y, Z).
+        resampled_xy: (X', Y') after in-plane resampling to the spec's spacing.
+        padded_hw: (H, W) after padding X', Y' to the network stride.
+        offset_xy: Where the resampled image starts inside the padded one.
+    """
+
+    volume_shape: tuple[int, int, int]
+    resampled_xy: tuple[int, int]
+    padded_hw: tuple[int, int]
+    offset_xy: tuple[int, int]
+
+
+def student_grid_geometry(volume: Volume, spec: PreprocessSpec) -> SliceGeometry:
+    """The geometry of `volume` on the student grid described by `spec`."""
+    sx, sy, _ = volume.spacing_mm
+    x, y, z = volume.shape
+    rx = max(1, int(round(x * sx / spec.spacing_mm[0])))
+    ry = max(1, int(round(y * sy / spec.spacing_mm[1])))
+    m = spec.pad_multiple
+    h, w = -(-rx // m) * m, -(-ry // m) * m
+    return SliceGeometry((x, y, z), (rx, ry), (h, w), ((h - rx) // 2, (w - ry) // 2))
+
+
+def prepare_volume(volume: Volume, spec: PreprocessSpec) -> tuple[np.ndarray, SliceGeometry]:
+    """Intensity-normalise, resample in-plane and pad a volume.
+
+    Returns:
+        (Z, H, W) float32 in [0, 1] (0 = air / padding), and its geometry.
+    """
+    geom = student_grid_geometry(volume, spec)
+    values = volume.array.astype(np.float32, copy=False)
+    scaled = window_hu(values, spec.window_hu) if spec.modality == "CT" else normalize_mr(values)
+    return to_student_grid(scaled, geom, order="linear"), geom
+
+
+def to_student_grid(array: np.ndarray, geom: SliceGeometry, *, order: str) -> np.ndarray:
+    """Move an (X, Y, Z) or (C, X, Y, Z) array onto the student grid: (Z, H, W) or (Z, C, H, W).
+
+    Padding is 0, which is air for images and background for labels and for organ probabilities
+    (channel 0, background, is padded with 1).
+    """
+    rx, ry = geom.resampled_xy
+    h, w = geom.padded_hw
+    ox, oy = geom.offset_xy
+    z = geom.volume_shape[2]
+    if array.ndim == 3:
+        res = resample_array(array, (rx, ry, z), order=order)
+        out = np.zeros((z, h, w), dtype=res.dtype)
+        out[:, ox:ox + rx, oy:oy + ry] = np.moveaxis(res, 2, 0)
+        return out
+    chans = array.shape[0]
+    out = np.zeros((z, chans, h, w), dtype=np.float32)
+    out[:, 0] = 1.0  # padding is background
+    for c in range(chans):
+        res = resample_array(array[c], (rx, ry, z), order=order)
+        out[:, c, ox:ox + rx, oy:oy + ry] = np.moveaxis(res, 2, 0)
+    return out
+
+
+def from_student_grid(scores: np.ndarray, geom: SliceGeometry) -> np.ndarray:
+    """Move (Z, C, H, W) student scores back to the volume grid as (C, X, Y, Z), linear interpolation."""
+    rx, ry = geom.resampled_xy
+    ox, oy = geom.offset_xy
+    x, y, z = geom.volume_shape
+    crop = scores[:, :, ox:ox + rx, oy:oy + ry]
+    out = np.empty((scores.shape[1], x, y, z), dtype=np.float32)
+    for c in range(scores.shape[1]):
+        out[c] = resample_array(np.ascontiguousarray(np.moveaxis(crop[:, c], 0, 2)), (x, y, z), order="linear")
+    return out
+
+
+def context_stack(prepared: np.ndarray, slices: np.ndarray | list[int], context: int) -> np.ndarray:
+    """2.5D input for axial slices `slices` of a (Z, H, W) array: (N, 2*context+1, H, W).
+
+    Neighbours beyond the first or last slice repeat the edge slice.
+    """
+    ks = np.asarray(slices, dtype=np.int64)
+    offsets = np.arange(-context, context + 1)
+    idx = np.clip(ks[:, None] + offsets[None, :], 0, prepared.shape[0] - 1)
+    return prepared[idx]
