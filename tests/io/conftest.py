@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 from io_testdata import SeriesWriter, make_ct_slice
-from pydicom.uid import RLELossless, generate_uid
+from pydicom.uid import generate_uid
 
 
 @pytest.fixture
 def write_ct_series(tmp_path: Path) -> SeriesWriter:
-    """Write a synthetic CT series with shuffled file names; returns (folder, raw, positions)."""
+    """Write a synthetic CT series with shuffled file names; returns (folder, raw, positions).
+
+    `compressed` maps a slice index (in position order) to the transfer syntax UID to encode it with.
+    """
 
     def write(folder_name: str = "series", *, slices: int = 5, rows: int = 6, columns: int = 7,
               slice_step_lps: Sequence[float] = (0.0, 0.0, 2.5), orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
-              rle_slices: Sequence[int] = (), padding_value: int | None = None, seed: int = 0,
+              compressed: Mapping[int, str] | None = None, padding_value: int | None = None, seed: int = 0,
               series_number: int = 3, folder: Path | None = None) -> tuple[Path, np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seed)
         target = folder or tmp_path / folder_name
@@ -31,8 +34,8 @@ def write_ct_series(tmp_path: Path) -> SeriesWriter:
         for k in range(slices):
             ds = make_ct_slice(raw[k], positions[k], series_uid=series_uid, orientation=orientation,
                                series_number=series_number, padding_value=padding_value)
-            if k in rle_slices:
-                ds.compress(RLELossless, raw[k])
+            if compressed and k in compressed:
+                ds.compress(compressed[k], raw[k])
             ds.save_as(target / names[k], enforce_file_format=True)
         return target, raw, positions
 

@@ -37,6 +37,13 @@ def make_ct_slice(raw: np.ndarray, position_lps: Sequence[float], *, series_uid:
     ds.PatientName = PATIENT_NAME
     ds.PatientID = PATIENT_ID
     ds.StudyDate = STUDY_DATE
+    # Type 2 attributes highdicom copies into a DICOM-SEG made from these slices.
+    ds.StudyTime = "120000"
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "O"
     ds.Modality = "CT"
     ds.Manufacturer = "ACME"
     ds.ManufacturerModelName = "Scanner 9000"

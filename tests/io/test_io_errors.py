@@ -78,7 +78,7 @@ def test_rgb_nifti(tmp_path: Path) -> None:
 
 
 def test_unknown_modality_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="modality"):
+    with pytest.raises(ConfigError, match="modality"):
         read_volume(tmp_path, modality="PET")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from edgemed.errors import InputError
+from edgemed.errors import InputError, MissingDependencyError
 from edgemed.io import Volume, check_same_grid, read_labels, read_volume, write_labels_like, write_nifti
 
 LPS_AFFINE = np.array([[-2.0, 0, 0, 10], [0, -1.5, 0, 20], [0, 0, 3.0, -30], [0, 0, 0, 1]])
@@ -139,3 +140,11 @@ def test_nrrd_reads_through_pynrrd(tmp_path: Path) -> None:
     nrrd.write(str(tmp_path / "flat.nrrd"), data)
     with pytest.raises(InputError, match="patient space"):
         read_volume(tmp_path / "flat.nrrd")
+
+
+def test_nrrd_without_pynrrd_names_the_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "x.nrrd"
+    path.write_bytes(b"NRRD0004\n")
+    monkeypatch.setitem(sys.modules, "nrrd", None)  # as if pynrrd were not installed
+    with pytest.raises(MissingDependencyError, match=r"edgemed\[dev\]"):
+        read_labels(path)

@@ -6,10 +6,14 @@ pytest puts this folder on sys.path).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
+
+from edgemed.io import Volume
 
 N_CLASSES = 3
 
@@ -69,10 +73,27 @@ def write_teacher_files(folder: Path, factory_name: str, dims: int) -> dict[str,
     paths = {"checkpoint": folder / "weights.pt", "torchscript": folder / "teacher.ts", "onnx": folder / "teacher.onnx"}
     torch.save({"state_dict": state}, paths["checkpoint"])
     example = torch.rand((2, 1) + (8,) * dims)
-    torch.jit.save(torch.jit.trace(module, example), str(paths["torchscript"]))
     axes = {0: "n", **{2 + i: f"s{i}" for i in range(dims)}}
-    torch.onnx.export(
-        module, (example,), str(paths["onnx"]), input_names=["image"], output_names=["logits"],
-        dynamic_axes={"image": axes, "logits": axes}, opset_version=17, dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # torch 2.13 deprecates TorchScript and the TorchScript-based ONNX exporter; teachers made
+        # with them are still what users bring, so the tests keep making them.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.trace(module, example), str(paths["torchscript"]))
+        torch.onnx.export(
+            module, (example,), str(paths["onnx"]), input_names=["image"], output_names=["logits"],
+            dynamic_axes={"image": axes, "logits": axes}, opset_version=17, dynamo=False,
+        )
     return paths
+
+
+def synthetic_volume(
+    shape: tuple[int, int, int] = (20, 18, 10), spacing_mm: tuple[float, float, float] = (1.2, 1.0, 2.5), seed: int = 0
+) -> Volume:
+    """A smooth synthetic CT (a soft-tissue blob in air, a little noise) with an off-origin affine."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    blob = np.exp(-sum(g**2 for g in grid) * 2.0)
+    hu = -900 + 960 * blob + rng.normal(0, 20, shape)
+    affine = np.diag([*spacing_mm, 1.0])
+    affine[:3, 3] = (-30.0, 12.5, 100.0)
+    return Volume(hu.astype(np.float32), affine, "CT", "case1.nii.gz")

@@ -29,6 +29,9 @@ class PreprocessSpec:
     pad_multiple: int = 16
 
     def __post_init__(self) -> None:
+        # Recipes and JSON give lists; keep tuples so specs compare and hash by value.
+        object.__setattr__(self, "spacing_mm", tuple(float(v) for v in self.spacing_mm))
+        object.__setattr__(self, "window_hu", tuple(float(v) for v in self.window_hu))
         if self.modality not in ("CT", "MR"):
             raise ConfigError(f"modality={self.modality!r}; use 'CT' or 'MR'.")
         if len(self.spacing_mm) != 2 or min(self.spacing_mm) <= 0:

@@ -26,7 +26,7 @@ def inspect(artifact: Path | None, label_map: str | None, no_verify: bool) -> No
     from edgemed.errors import ConfigError
 
     if label_map:
-        from edgemed.io._label_maps import load_label_map
+        from edgemed.io import load_label_map
 
         lm = load_label_map(label_map)
         for i, name in sorted(lm.labels.items()):

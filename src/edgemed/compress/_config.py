@@ -40,6 +40,8 @@ class AugmentConfig:
     flip: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
+        object.__setattr__(self, "gamma", tuple(float(v) for v in self.gamma))
         if not 0.0 <= self.prob <= 1.0:
             raise ConfigError(f"augment.prob={self.prob} must be in [0, 1].")
         if not 0 < self.scale[0] <= self.scale[1]:

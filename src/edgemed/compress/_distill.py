@@ -14,8 +14,7 @@ from edgemed.artifacts import STUDENT_KIND, OrganChannel, StudentCheckpoint, wri
 from edgemed.compress._config import DistillConfig
 from edgemed.compress._slices import ScanSlices, make_batch, scan_slices
 from edgemed.errors import ConfigError, InputError
-from edgemed.io import Volume, read_volume
-from edgemed.io._label_maps import load_label_map
+from edgemed.io import Volume, context_stack, from_student_grid, load_label_map, prepare_volume, read_volume
 from edgemed.metrics import dice
 
 __all__ = ["distill", "predict_volume"]
@@ -177,8 +176,6 @@ def _sample(rng: np.random.Generator, organ: list[tuple[int, int]], other: list[
 
 def predict_volume(net: object, volume: Volume, spec: "object", *, batch_size: int = 16) -> np.ndarray:
     """Student class probabilities (K, X, Y, Z) on the volume's own grid (torch, for training-time use)."""
-    from edgemed.io._student_grid import from_student_grid, prepare_volume
-
     image, geom = prepare_volume(volume, spec)  # type: ignore[arg-type]
     return from_student_grid(_predict_slices(net, image, np.arange(image.shape[0]), spec.context_slices,  # type: ignore[attr-defined]
                                              batch_size), geom)
@@ -186,8 +183,6 @@ def predict_volume(net: object, volume: Volume, spec: "object", *, batch_size: i
 
 def _predict_slices(net, image: np.ndarray, ks: np.ndarray, context: int, batch_size: int) -> np.ndarray:  # type: ignore[no-untyped-def]
     import torch
-
-    from edgemed.io._student_grid import context_stack
 
     net.eval()
     outs = []
@@ -214,8 +209,6 @@ def _validate_student_grid(net, slices: list[ScanSlices], organs: list[OrganChan
 def _evaluate_native(net, slices: list[ScanSlices], organs: list[OrganChannel],  # type: ignore[no-untyped-def]
                      config: DistillConfig) -> dict[str, object]:
     """Dice vs the teacher on the held-out slices, on each scan's own grid (as users will see it)."""
-    from edgemed.io._student_grid import from_student_grid
-
     per_scan = []
     pred_all, ref_all = [], []
     for sc in slices:

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgemed.artifacts import PreprocessSpec
-from edgemed.io import Volume
-from edgemed.io._student_grid import SliceGeometry, context_stack, prepare_volume, to_student_grid
+from edgemed.io import SliceGeometry, Volume, context_stack, prepare_volume, to_student_grid
 
 __all__ = ["ScanSlices", "holdout_block", "make_batch", "scan_slices"]
 

@@ -160,7 +160,9 @@ def _check_image_file(path: Path, ds: Dataset) -> None:
             "Convert it first, e.g. `dcm2niix -z y -o out/ folder/`, and pass the .nii.gz."
         )
     if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise InputError(f"{path.name}: is a colour image ({ds.get('PhotometricInterpretation')}); pass a CT or MR series.")
+        raise InputError(
+            f"{path.name}: is a colour image ({ds.get('PhotometricInterpretation')}); pass a CT or MR series."
+        )
 
 
 @dataclass(frozen=True)
@@ -246,7 +248,9 @@ def _pixels(path: Path, ds: Dataset, geometry: _SliceGeometry) -> np.ndarray:
             "pylibjpeg-openjpeg) or decompress the series first (gdcmconv --raw)."
         ) from err
     if raw.shape != (geometry.rows, geometry.columns):
-        raise InputError(f"{path.name}: pixel data of shape {raw.shape} does not match Rows x Columns; the file is corrupt.")
+        raise InputError(
+            f"{path.name}: pixel data of shape {raw.shape} does not match Rows x Columns; the file is corrupt."
+        )
     return raw
 
 

@@ -51,7 +51,10 @@ def read_dicom_seg(path: Path, ds: Dataset, like: Volume | None) -> Volume:
     shared = ds.get("SharedFunctionalGroupsSequence", [Dataset()])[0]
     per_frame = ds.get("PerFrameFunctionalGroupsSequence", [])
     if len(per_frame) != len(frames):
-        raise InputError(f"{path.name}: has {len(frames)} frames but {len(per_frame)} per-frame descriptions; the file is corrupt.")
+        raise InputError(
+            f"{path.name}: has {len(frames)} frames but {len(per_frame)} per-frame descriptions; the file is "
+            "corrupt. Export the SEG again."
+        )
     overlap = 0
     for index, (frame, groups) in enumerate(zip(frames, per_frame)):
         target = _frame_index(groups, shared, to_voxel, frame.shape, like, f"{path.name} frame {index + 1}")
@@ -88,7 +91,9 @@ def _segment_number(groups: Dataset, path: Path, index: int) -> int:
     try:
         return int(groups.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
     except (AttributeError, IndexError) as err:
-        raise InputError(f"{path.name}: frame {index + 1} names no segment; the SEG is incomplete. Export it again.") from err
+        raise InputError(
+            f"{path.name}: frame {index + 1} names no segment; the SEG is incomplete. Export it again."
+        ) from err
 
 
 def _frame_index(groups: Dataset, shared: Dataset, to_voxel: np.ndarray, frame_shape: tuple[int, ...],
@@ -101,7 +106,10 @@ def _frame_index(groups: Dataset, shared: Dataset, to_voxel: np.ndarray, frame_s
         measures_group = groups if "PixelMeasuresSequence" in groups else shared
         row_spacing, column_spacing = (float(v) for v in measures_group.PixelMeasuresSequence[0].PixelSpacing)
     except (AttributeError, IndexError, ValueError) as err:
-        raise InputError(f"{name}: lacks its plane position, orientation or pixel spacing ({err}); the SEG is incomplete.") from err
+        raise InputError(
+            f"{name}: lacks its plane position, orientation or pixel spacing ({err}); the SEG is incomplete. "
+            "Export it again."
+        ) from err
     origin = (to_voxel @ np.append(position, 1.0))[:3]
     step_column = to_voxel[:3, :3] @ (cosines[:3] * column_spacing)  # one pixel along a row
     step_row = to_voxel[:3, :3] @ (cosines[3:] * row_spacing)  # one pixel down a column
@@ -124,7 +132,8 @@ def _frame_index(groups: Dataset, shared: Dataset, to_voxel: np.ndarray, frame_s
         index[axis] = idx[broadcast]
     (through,) = {0, 1, 2} - {axes[0][0], axes[1][0]}
     if not 0 <= start[through] < like.shape[through]:
-        raise _off_grid(name, like, f"it lies {start[through]} slices outside the image (which has {like.shape[through]})")
+        where = f"it lies at slice {start[through]}, outside the image's {like.shape[through]} slices"
+        raise _off_grid(name, like, where)
     return tuple(index)
 
 

@@ -102,7 +102,9 @@ def write_nifti(volume: Volume, path: str | os.PathLike[str]) -> Path:
     """
     target = Path(path)
     if not target.name.endswith(NIFTI_SUFFIXES):
-        raise InputError(f"{target.name}: NIfTI files end in .nii or .nii.gz; rename the output, e.g. {target.name}.nii.gz.")
+        raise InputError(
+            f"{target.name}: NIfTI files end in .nii or .nii.gz; rename the output, e.g. {target.stem}.nii.gz."
+        )
     array = _storable(volume.array, target.name)
     image = nib.Nifti1Image(array, volume.affine)
     image.header.set_xyzt_units("mm", "sec")

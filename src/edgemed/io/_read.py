@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import Dataset
 
-from edgemed.errors import InputError
+from edgemed.errors import ConfigError, InputError
 from edgemed.io._dicom import SEG_SOP_CLASS, read_dicom_series, read_header, scan_folder
 from edgemed.io._dicom_seg import read_dicom_seg
 from edgemed.io._grid import check_same_grid
@@ -43,14 +44,15 @@ def read_volume(path: str | os.PathLike[str], *, modality: str | None = None) ->
     Raises:
         InputError: If the path is missing, empty, corrupt, not 3D, not a supported format, or a
             DICOM folder with no, several or incomplete series.
+        ConfigError: If `modality` is not "CT", "MR" or None.
 
     Example:
         >>> ct = read_volume("data/dcmqi_ct3slice/ct")
-        >>> ct.shape, ct.spacing_mm
-        ((512, 512, 3), (0.810547, 0.810547, 1.0))
+        >>> ct.shape, ct.modality
+        ((512, 512, 3), 'CT')
     """
     if modality is not None and modality not in _MODALITIES:
-        raise InputError(f"modality={modality!r} is not supported; pass 'CT', 'MR' or None (read it from the file).")
+        raise ConfigError(f"modality={modality!r} is not supported; pass 'CT', 'MR' or None (read it from the file).")
     source = Path(path)
     kind = _kind(source)
     if kind == "dicom-folder":
@@ -139,7 +141,7 @@ def _kind(path: Path) -> str:
     )
 
 
-def _find_seg(path: Path, kind: str) -> tuple[Path, object]:
+def _find_seg(path: Path, kind: str) -> tuple[Path, Dataset]:
     if kind == "dicom-folder":
         segs = [(p, ds) for p, ds in scan_folder(path) if ds.get("SOPClassUID", "") == SEG_SOP_CLASS]
         if len(segs) != 1:
@@ -171,6 +173,8 @@ def _as_label_array(array: np.ndarray, name: str) -> np.ndarray:
         raise InputError(f"{name}: has dtype {array.dtype}; a label map needs integer voxels.")
     low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
     if low < 0:
-        raise InputError(f"{name}: holds negative labels (down to {low:g}); label maps use 0 for background and positive ids.")
+        raise InputError(
+            f"{name}: holds negative labels (down to {low:g}); label maps use 0 for background and positive ids."
+        )
     dtype = np.uint8 if high < 2**8 else np.uint16 if high < 2**16 else np.uint32
     return np.ascontiguousarray(array, dtype=dtype)

@@ -8,6 +8,7 @@ the same grid, and the affine of the result maps every voxel centre to where it 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Literal
 
@@ -43,7 +44,9 @@ def resample_array(array: np.ndarray, out_shape: Sequence[int | None], order: Or
     _check_order(order)
     array = np.asarray(array)
     if len(out_shape) != array.ndim:
-        raise ConfigError(f"out_shape={tuple(out_shape)} has {len(out_shape)} entries; the array has {array.ndim} axes.")
+        raise ConfigError(
+            f"out_shape={tuple(out_shape)} has {len(out_shape)} entries; the array has {array.ndim} axes."
+        )
     shape = [array.shape[a] if n is None else int(n) for a, n in enumerate(out_shape)]
     if min(shape, default=1) < 1:
         raise ConfigError(f"out_shape={tuple(out_shape)} must be at least 1 along every axis.")
@@ -103,7 +106,7 @@ def resample_to_spacing(volume: Volume, spacing_mm: float | Sequence[float | Non
     Example:
         >>> ct_15 = resample_to_spacing(ct, (1.5, 1.5, None), order="linear")
     """
-    if isinstance(spacing_mm, (int, float)):
+    if isinstance(spacing_mm, numbers.Real):
         spacing_mm = (float(spacing_mm),) * 3
     if len(spacing_mm) != 3:
         raise ConfigError(f"spacing_mm={tuple(spacing_mm)} needs 3 entries (X, Y, Z); use None to keep an axis.")

@@ -24,7 +24,8 @@ class TeacherInputConfig:
             3 runs it on the volume, or on `patch_size` windows (input (N, 1, X, Y, Z)).
         window_hu: Clip to (lo, hi) HU and scale to [0, 1].
         zscore: (mean, std) in HU: ``(x - mean) / std``.
-        spacing_mm: Resample to this voxel size first; scores are resampled back (linear).
+        spacing_mm: Resample to this voxel size (X, Y, Z) first, None keeping an axis as it is
+            (``(0.8, 0.8, None)`` for a slice model); scores are resampled back (linear).
         patch_size: dims=3 only: sliding-window patch (X, Y, Z) in voxels; None = whole volume.
         overlap: Fraction of a patch shared with its neighbour, in [0, 1).
         blending: "gaussian" (weights favour patch centres, as nnU-Net) or "uniform".
@@ -38,7 +39,7 @@ class TeacherInputConfig:
     dims: Literal[2, 3] = 3
     window_hu: tuple[float, float] | None = None
     zscore: tuple[float, float] | None = None
-    spacing_mm: tuple[float, float, float] | None = None
+    spacing_mm: tuple[float | None, float | None, float | None] | None = None
     patch_size: tuple[int, int, int] | None = None
     overlap: float = 0.5
     blending: Literal["gaussian", "uniform"] = "gaussian"
@@ -57,7 +58,9 @@ class TeacherInputConfig:
         if self.window_hu is not None:
             lo, hi = _floats(self.window_hu, 2, "window_hu")
             if not lo < hi:
-                raise ConfigError(f"window_hu={self.window_hu}: the lower bound must be below the upper, e.g. (-1024, 1024).")
+                raise ConfigError(
+                    f"window_hu={self.window_hu}: the lower bound must be below the upper, e.g. (-1024, 1024)."
+                )
             object.__setattr__(self, "window_hu", (lo, hi))
         if self.zscore is not None:
             mean, std = _floats(self.zscore, 2, "zscore")
@@ -65,10 +68,7 @@ class TeacherInputConfig:
                 raise ConfigError(f"zscore={self.zscore}: std must be positive, e.g. zscore=(40.0, 350.0).")
             object.__setattr__(self, "zscore", (mean, std))
         if self.spacing_mm is not None:
-            spacing = _floats(self.spacing_mm, 3, "spacing_mm")
-            if min(spacing) <= 0:
-                raise ConfigError(f"spacing_mm={self.spacing_mm}: voxel sizes must be positive millimetres.")
-            object.__setattr__(self, "spacing_mm", spacing)
+            object.__setattr__(self, "spacing_mm", _spacing(self.spacing_mm))
         if self.patch_size is not None:
             if self.dims == 2:
                 raise ConfigError("patch_size is for dims=3 sliding windows; dims=2 runs whole axial slices.")
@@ -85,7 +85,9 @@ class TeacherInputConfig:
         if self.class_ids is not None:
             ids = tuple(int(i) for i in self.class_ids)
             if not ids or len(set(ids)) != len(ids) or min(ids) < 0:
-                raise ConfigError(f"class_ids={self.class_ids}: give one distinct label id per output channel, 0 = background.")
+                raise ConfigError(
+                    f"class_ids={self.class_ids}: give one distinct label id per output channel, 0 = background."
+                )
             object.__setattr__(self, "class_ids", ids)
         if self.output_kind not in ("logits", "probs"):
             raise ConfigError(f"output_kind={self.output_kind!r}; use 'logits' or 'probs' (network ends in softmax).")
@@ -100,4 +102,17 @@ def _floats(values: object, n: int, name: str) -> tuple[float, ...]:
         raise ConfigError(f"{name}={values!r}: give {n} numbers.") from err
     if len(out) != n:
         raise ConfigError(f"{name}={values!r}: give exactly {n} numbers.")
+    return out
+
+
+def _spacing(values: object) -> tuple[float | None, ...]:
+    try:
+        out = tuple(None if v is None else float(v) for v in values)  # type: ignore[attr-defined]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"spacing_mm={values!r}: give three voxel sizes in mm (None keeps an axis).") from err
+    if len(out) != 3 or all(v is None for v in out) or any(v is not None and not v > 0 for v in out):
+        raise ConfigError(
+            f"spacing_mm={values!r}: give three positive voxel sizes in mm, None keeping an axis, "
+            "e.g. (1.5, 1.5, None)."
+        )
     return out

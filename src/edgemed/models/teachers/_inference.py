@@ -80,7 +80,8 @@ class _Checked:
 def _pad_end(image: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
     """Pad the trailing axes of `image` at their far ends up to `target`, with the image's minimum
     (air for CT, background for MR), the least surprising thing for a network to see beyond a scan."""
-    pads = [(0, 0)] * (image.ndim - len(target)) + [(0, max(0, t - n)) for n, t in zip(image.shape[-len(target):], target)]
+    lead = image.ndim - len(target)
+    pads = [(0, 0)] * lead + [(0, max(0, t - n)) for n, t in zip(image.shape[lead:], target)]
     if all(p == (0, 0) for p in pads):
         return image
     return np.pad(image, pads, mode="constant", constant_values=float(image.min()))

@@ -91,13 +91,15 @@ class NnUNetTeacher:
         """
         found = find_nnunet_folder(folder)
         if found is None:
-            raise InputError(f"{Path(folder).name}: no nnU-Net model folder (plans.json + dataset.json) there or in one subfolder.")
+            raise InputError(
+                f"{Path(folder).name}: no nnU-Net model folder (plans.json + dataset.json) there or in one subfolder."
+            )
         self.folder = found
         if not 0 < tile_step_size <= 1:
             raise ConfigError(f"tile_step_size={tile_step_size}; use a fraction in (0, 1], e.g. 0.5.")
         self.folds = tuple(f if f == "all" else int(f) for f in folds)
         self.checkpoints = [self._checkpoint_path(f, checkpoint_name) for f in self.folds]
-        self.dataset_json: dict[str, Any] = json.loads((found / "dataset.json").read_text())
+        self.dataset_json: dict[str, Any] = _read_json(found / "dataset.json")
         self._device = torch_device(device)
         self._sha256: str | None = None
         with _quiet():
@@ -117,7 +119,8 @@ class NnUNetTeacher:
         return dict(sorted(names.items()))
 
     def identity(self) -> dict[str, object]:
-        """{"kind": "nnunetv2", "name": "<dataset folder>/<trainer__plans__config>", "sha256": of the fold checkpoints}."""
+        """{"kind": "nnunetv2", "name": "<dataset folder>/<trainer__plans__config>", "sha256": of the checkpoints,
+        "folds": [...]}."""
         if self._sha256 is None:
             self._sha256 = combined_sha256(self.checkpoints, self.folder)
         return {
@@ -174,7 +177,7 @@ class NnUNetTeacher:
             return predictor
         checkpoints = [_load_checkpoint(p) for p in self.checkpoints]
         first = checkpoints[0]
-        plans = json.loads((self.folder / "plans.json").read_text())
+        plans = _read_json(self.folder / "plans.json")
         plans_mod = require("nnunetv2.utilities.plans_handling.plans_handler", extra="nnunet")
         labels_mod = require("nnunetv2.utilities.label_handling.label_handling", extra="nnunet")
         find_mod = require("nnunetv2.utilities.find_objects", extra="nnunet")
@@ -182,17 +185,21 @@ class NnUNetTeacher:
         configuration = plans_manager.get_configuration(first["init_args"]["configuration"])
         n_in = labels_mod.determine_num_input_channels(plans_manager, configuration, self.dataset_json)
         if n_in != 1:
-            raise ConfigError(f"{self.folder.name} takes {n_in} input channels; edgemed teachers feed one scan (1 channel).")
+            raise ConfigError(
+                f"{self.folder.name} takes {n_in} input channels; edgemed teachers feed one scan (1 channel)."
+            )
         n_out = plans_manager.get_label_manager(self.dataset_json).num_segmentation_heads
         trainer = find_mod.recursive_find_trainer_class_by_name(first["trainer_name"])
         if trainer is None:
             raise ConfigError(
-                f"nnU-Net trainer {first['trainer_name']!r} of {self.folder.name} is not installed; install the package "
-                "that defines it or point nnUNet_extTrainer at it."
+                f"nnU-Net trainer {first['trainer_name']!r} of {self.folder.name} is not installed; install the "
+                "package that defines it or point nnUNet_extTrainer at it."
             )
         # Same construction as nnunetv2's initialize_from_trained_model_folder (both build signatures).
         if "plans_manager" in inspect.signature(trainer.build_network_architecture).parameters:
-            network = trainer.build_network_architecture(plans_manager, configuration, n_in, n_out, enable_deep_supervision=False)
+            network = trainer.build_network_architecture(
+                plans_manager, configuration, n_in, n_out, enable_deep_supervision=False
+            )
         else:
             network = trainer.build_network_architecture(
                 configuration.network_arch_class_name, configuration.network_arch_init_kwargs,
@@ -205,6 +212,18 @@ class NnUNetTeacher:
             first.get("inference_allowed_mirroring_axes"),
         )
         return predictor
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(
+            f"{path.parent.name}/{path.name} is not readable JSON ({err}); restore the model folder."
+        ) from err
+    if not isinstance(data, dict):
+        raise InputError(f"{path.parent.name}/{path.name} should hold a JSON object; restore the model folder.")
+    return data
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
@@ -220,7 +239,10 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         ) from err
     for key in ("network_weights", "trainer_name", "init_args"):
         if key not in checkpoint:
-            raise ArtifactError(f"{path.parent.name}/{path.name} is not an nnU-Net v2 checkpoint (no {key!r}); retrain or re-export it.")
+            raise ArtifactError(
+                f"{path.parent.name}/{path.name} is not an nnU-Net v2 checkpoint (no {key!r}); use the checkpoint "
+                "nnU-Net's training wrote (fold_N/checkpoint_final.pth)."
+            )
     return checkpoint
 
 

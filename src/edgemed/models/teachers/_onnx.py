@@ -120,13 +120,17 @@ class OnnxTeacher:
                     f"TeacherInputConfig(patch_size={tuple(spatial)})."
                 )
             if tuple(self.config.patch_size) != tuple(spatial):
-                raise ConfigError(f"{self.path.name} takes {tuple(spatial)} patches, not patch_size={self.config.patch_size}.")
+                raise ConfigError(
+                    f"{self.path.name} takes {tuple(spatial)} patches, not patch_size={self.config.patch_size}; "
+                    f"set TeacherInputConfig(patch_size={tuple(spatial)})."
+                )
 
 
 def _ort_errors() -> tuple[type[Exception], ...]:
     """onnxruntime's own exception types (they derive from Exception only)."""
     state = require("onnxruntime.capi.onnxruntime_pybind11_state", extra="runtime")
-    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NotImplemented", "RuntimeException")
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NotImplemented",
+             "RuntimeException")
     return tuple(getattr(state, n) for n in names if hasattr(state, n))
 
 

@@ -100,18 +100,17 @@ class TeacherOutput:
             onehot[0] = 1.0 - onehot[1:].sum(axis=0)
             return onehot
         assert self.scores is not None
-        missing = [i for i in ids if i not in self.class_ids]
-        if missing:
-            raise ConfigError(
-                f"the teacher has no channel for label id(s) {missing}; its channels are {self.class_ids}."
-            )
-        if self.kind == "logits":
-            z = self.scores / np.float32(temperature)
+        self._check_channels(ids)
+        if self.kind == "probs" and temperature == 1.0:
+            z = self.scores / self.scores.sum(axis=0, keepdims=True)
         else:
-            z = np.log(np.clip(self.scores, 1e-12, None)) / np.float32(temperature)
-        z = z - z.max(axis=0, keepdims=True)
-        np.exp(z, out=z)
-        z /= z.sum(axis=0, keepdims=True)
+            if self.kind == "logits":
+                z = self.scores / np.float32(temperature)
+            else:
+                z = np.log(np.clip(self.scores, 1e-12, None)) / np.float32(temperature)
+            z -= z.max(axis=0, keepdims=True)
+            np.exp(z, out=z)
+            z /= z.sum(axis=0, keepdims=True)
         picked = [self.class_ids.index(i) for i in ids]
         rest = [c for c in range(len(self.class_ids)) if c not in picked]
         out = np.empty((1 + len(ids), *self.shape), dtype=np.float32)
@@ -121,13 +120,27 @@ class TeacherOutput:
         return out
 
     def mask(self, ids: Sequence[int]) -> np.ndarray:
-        """uint8 (X, Y, Z): i where the teacher says ids[i-1], 0 elsewhere (other organs included)."""
+        """uint8 (X, Y, Z): i where the teacher says ids[i-1], 0 elsewhere (other organs included).
+
+        Raises:
+            ConfigError: For a scoring teacher, an id it has no channel for; a label map simply
+                gives an empty mask for an organ absent from it.
+        """
         ids = self._check_ids(ids)
+        if self.kind != "labels":
+            self._check_channels(ids)
         assert self.labels is not None
         out = np.zeros(self.shape, dtype=np.uint8)
         for i, label_id in enumerate(ids, start=1):
             out[self.labels == label_id] = i
         return out
+
+    def _check_channels(self, ids: tuple[int, ...]) -> None:
+        missing = [i for i in ids if i not in self.class_ids]
+        if missing:
+            raise ConfigError(
+                f"the teacher has no channel for label id(s) {missing}; its channels are {self.class_ids}."
+            )
 
     @staticmethod
     def _check_ids(ids: Sequence[int]) -> tuple[int, ...]:

@@ -77,7 +77,10 @@ class StoredPredictions:
     """
 
     def __init__(
-        self, pairs: Iterable[tuple[str | os.PathLike[str], str | os.PathLike[str]]], *, class_ids: Sequence[int] | None = None
+        self,
+        pairs: Iterable[tuple[str | os.PathLike[str], str | os.PathLike[str]]],
+        *,
+        class_ids: Sequence[int] | None = None,
     ) -> None:
         """Args:
             pairs: (scan path, prediction path) pairs.
@@ -139,7 +142,8 @@ def _from_nifti_probabilities(path: Path, like: Volume, class_ids: Sequence[int]
     _check_grid(path, shape, affine, like)
     scores = np.moveaxis(np.asarray(image.dataobj, dtype=np.float32), -1, 0)
     ids = class_ids if class_ids is not None else _sidecar_class_ids(path)
-    return TeacherOutput(class_ids=tuple(ids) if ids is not None else tuple(range(scores.shape[0])), kind="probs", scores=scores)
+    ids = tuple(ids) if ids is not None else tuple(range(scores.shape[0]))
+    return TeacherOutput(class_ids=ids, kind="probs", scores=scores)
 
 
 def _from_npz(path: Path, like: Volume, class_ids: Sequence[int] | None) -> TeacherOutput:
@@ -150,7 +154,9 @@ def _from_npz(path: Path, like: Volume, class_ids: Sequence[int] | None) -> Teac
         raise InputError(f"{path.name}: cannot read it as .npz ({err}); write it with np.savez_compressed.") from err
     kinds = [k for k in ("probabilities", "logits") if k in arrays]
     if len(kinds) != 1:
-        raise InputError(f"{path.name}: needs exactly one of 'probabilities' or 'logits' (C, X, Y, Z); it has {sorted(arrays)}.")
+        raise InputError(
+            f"{path.name}: needs exactly one of 'probabilities' or 'logits' (C, X, Y, Z); it has {sorted(arrays)}."
+        )
     scores = arrays[kinds[0]]
     if scores.ndim != 4:
         raise InputError(f"{path.name}: {kinds[0]} has shape {scores.shape}; store (C, X, Y, Z).")

@@ -82,14 +82,16 @@ class TorchTeacher:
             ArtifactError: The checkpoint holds pickled objects beyond plain tensors.
 
         Example:
-            >>> TorchTeacher.from_entry_point("tests.models._tiny_teachers:make_tiny_teacher")  # doctest: +SKIP
+            >>> TorchTeacher.from_entry_point("my_models.unet:build", checkpoint="unet.pt")  # doctest: +SKIP
         """
         torch = require("torch")
         factory = _resolve_entry_point(entry_point)
         try:
             module = factory()
         except TypeError as err:
-            raise ConfigError(f"{entry_point}() failed ({err}); the factory must build the network with no arguments.") from err
+            raise ConfigError(
+                f"{entry_point}() failed ({err}); the factory must build the network with no arguments."
+            ) from err
         if not isinstance(module, torch.nn.Module):
             raise ConfigError(f"{entry_point}() returned {type(module).__name__}, not a torch.nn.Module.")
         sha = None
@@ -106,7 +108,8 @@ class TorchTeacher:
     def from_torchscript(
         cls, path: str | os.PathLike[str], config: TeacherInputConfig | None = None, *, device: str = "cpu"
     ) -> TorchTeacher:
-        """Load a ``torch.jit.save`` archive (no Python code is unpickled).
+        """Load a ``torch.jit.save`` archive (TorchScript's own loader: code in the archive is
+        TorchScript, and no arbitrary Python objects are unpickled).
 
         Raises:
             InputError: The file is missing or not a TorchScript archive.
