@@ -23,10 +23,9 @@ __all__ = ["distill"]
 @click.option("--teacher", help="A teacher to run: model.onnx, TorchScript .pt, an nnU-Net v2 model folder, "
                                 "or package.module:factory (with --teacher-checkpoint).")
 @click.option("--teacher-checkpoint", type=click.Path(path_type=Path), help="State-dict checkpoint for a module:factory teacher.")
-@click.option("--teacher-dims", type=click.Choice(["2", "3"]), default="3", show_default=True,
-              help="torch/ONNX teacher: runs on axial slices (2) or 3D patches (3).")
-@click.option("--teacher-window-hu", nargs=2, type=float, default=(-1024.0, 1024.0), show_default=True,
-              help="torch/ONNX teacher input window.")
+@click.option("--teacher-dims", type=click.Choice(["2", "3"]),
+              help="torch/ONNX teacher: runs on axial slices (2) or 3D patches (3, the default).")
+@click.option("--teacher-window-hu", nargs=2, type=float, help="torch/ONNX teacher input window [default: -1024 1024].")
 @click.option("--teacher-patch-size", nargs=3, type=int, help="torch/ONNX 3D teacher sliding-window patch (voxels).")
 @click.option("--teacher-classes", help="Comma-separated label id of each teacher output channel (default 0..C-1).")
 @click.option("--label-map", default="totalsegmentator", show_default=True,
@@ -50,7 +49,7 @@ __all__ = ["distill"]
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teacher: str | None,
-            teacher_checkpoint: Path | None, teacher_dims: str, teacher_window_hu: tuple[float, float],
+            teacher_checkpoint: Path | None, teacher_dims: str | None, teacher_window_hu: tuple[float, float] | None,
             teacher_patch_size: tuple[int, int, int] | None, teacher_classes: str | None, label_map: str,
             organs: tuple[str, ...], out: Path, student: str, epochs: int, batch_size: int, lr: float,
             temperature: float, spacing_mm: tuple[float, float], window_hu: tuple[float, float],
@@ -96,8 +95,9 @@ def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teache
     sys.stdout.flush()
 
 
-def _load_teacher(spec: str, checkpoint: Path | None, dims: str, window_hu: tuple[float, float],
+def _load_teacher(spec: str, checkpoint: Path | None, dims: str | None, window_hu: tuple[float, float] | None,
                   patch_size: tuple[int, int, int] | None, classes: str | None) -> object:
+    """The teacher named by --teacher; input options only when given (nnU-Net folders carry their own)."""
     from edgemed.errors import ConfigError
     from edgemed.models.teachers import TeacherInputConfig, load_teacher
 
@@ -107,5 +107,7 @@ def _load_teacher(spec: str, checkpoint: Path | None, dims: str, window_hu: tupl
             class_ids = tuple(int(c) for c in classes.split(","))
         except ValueError as err:
             raise ConfigError(f"--teacher-classes {classes!r} must be comma-separated integers, e.g. 0,5,1.") from err
-    config = TeacherInputConfig(dims=int(dims), window_hu=window_hu, patch_size=patch_size, class_ids=class_ids)
-    return load_teacher(spec, checkpoint=checkpoint, config=config)
+    options = {"dims": int(dims) if dims else None, "window_hu": window_hu, "patch_size": patch_size,
+               "class_ids": class_ids}
+    given = {k: v for k, v in options.items() if v is not None}
+    return load_teacher(spec, checkpoint=checkpoint, config=TeacherInputConfig(**given) if given else None)
