@@ -14,6 +14,7 @@ __all__ = ["main"]
 
 # name → (module, function, one-line help). Add a command: one line here + its module.
 _COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("edgemed.cli._demo", "demo", "The whole story on built-in CT phantoms: teacher → student, measured."),
     "distill": ("edgemed.cli._distill", "distill", "Distill a teacher into an organ-specific student (label-free)."),
     "inspect": ("edgemed.cli._inspect", "inspect", "Print an artifact's manifest, or a label map's classes."),
     "students": ("edgemed.cli._inspect", "students", "List the student architectures of the zoo."),

@@ -1,6 +1,6 @@
 """Compression stages: distillation (and, later, pruning and quantization). Imports torch lazily."""
 
 from edgemed.compress._config import AugmentConfig, DistillConfig, config_from_dict
-from edgemed.compress._distill import distill, predict_volume
+from edgemed.compress._distill import distill
 
-__all__ = ["AugmentConfig", "DistillConfig", "config_from_dict", "distill", "predict_volume"]
+__all__ = ["AugmentConfig", "DistillConfig", "config_from_dict", "distill"]

@@ -73,6 +73,8 @@ class DistillConfig:
         organ_slice_ratio: Share of each batch drawn from slices containing an organ (the rest from
             slices without), so small organs are not drowned in background slices.
         augment: Augmentation settings.
+        ema_decay: Keep an exponential moving average of the weights (per step) and ship it; it
+            smooths the noise of small-batch training on few scans. None turns it off.
         seed: Seeds torch and numpy: the same inputs and seed give the same weights.
         threads: torch intra-op threads (None: torch's default).
     """
@@ -92,6 +94,7 @@ class DistillConfig:
     holdout_fraction: float = 0.2
     organ_slice_ratio: float = 0.75
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    ema_decay: float | None = 0.99
     seed: int = 0
     threads: int | None = None
 
@@ -108,6 +111,8 @@ class DistillConfig:
             raise ConfigError(f"temperature={self.temperature} must be > 0; 1-4 is usual.")
         if not 0.0 <= self.holdout_fraction < 0.9:
             raise ConfigError(f"holdout_fraction={self.holdout_fraction} must be in [0, 0.9).")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay={self.ema_decay} must be in (0, 1), e.g. 0.99, or None to turn EMA off.")
         if not 0.0 <= self.organ_slice_ratio <= 1.0:
             raise ConfigError(f"organ_slice_ratio={self.organ_slice_ratio} must be in [0, 1].")
 

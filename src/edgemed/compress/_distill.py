@@ -14,10 +14,10 @@ from edgemed.artifacts import STUDENT_KIND, OrganChannel, StudentCheckpoint, wri
 from edgemed.compress._config import DistillConfig
 from edgemed.compress._slices import ScanSlices, make_batch, scan_slices
 from edgemed.errors import ConfigError, InputError
-from edgemed.io import Volume, context_stack, from_student_grid, load_label_map, prepare_volume, read_volume
+from edgemed.io import Volume, from_student_grid, load_label_map, read_volume
 from edgemed.metrics import dice
 
-__all__ = ["distill", "predict_volume"]
+__all__ = ["distill"]
 
 STUDENT_SCHEMA = 1
 
@@ -91,6 +91,12 @@ def distill(
     steps_per_epoch = max(1, -(-(len(organ_train) + len(other_train)) // config.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
                                                 pct_start=0.15)
+    ema = None
+    if config.ema_decay is not None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    shipped = lambda: ema.module if ema is not None else net  # noqa: E731
     history: list[dict[str, object]] = []
     start = time.perf_counter()
     bar = _progress(range(config.epochs), progress, desc=f"distill {'+'.join(o.name for o in organs)}", unit="epoch")
@@ -109,13 +115,16 @@ def distill(
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(net)
             losses.append(loss.item())
-        val = _validate_student_grid(net, slices, organs, config)
+        val = _validate_student_grid(shipped(), slices, organs, config)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": val})
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{np.mean(losses):.3f}", **{o: f"{d:.3f}" for o, d in val.items()})
     train_s = time.perf_counter() - start
 
+    net = shipped()
     native = _evaluate_native(net, slices, organs, config)
     metadata = {
         "organs": [o.to_json() for o in organs],
@@ -174,31 +183,15 @@ def _sample(rng: np.random.Generator, organ: list[tuple[int, int]], other: list[
     return picks
 
 
-def predict_volume(net: object, volume: Volume, spec: "object", *, batch_size: int = 16) -> np.ndarray:
-    """Student class probabilities (K, X, Y, Z) on the volume's own grid (torch, for training-time use)."""
-    image, geom = prepare_volume(volume, spec)  # type: ignore[arg-type]
-    return from_student_grid(_predict_slices(net, image, np.arange(image.shape[0]), spec.context_slices,  # type: ignore[attr-defined]
-                                             batch_size), geom)
-
-
-def _predict_slices(net, image: np.ndarray, ks: np.ndarray, context: int, batch_size: int) -> np.ndarray:  # type: ignore[no-untyped-def]
-    import torch
-
-    net.eval()
-    outs = []
-    with torch.inference_mode():
-        for b in range(0, len(ks), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(context_stack(image, ks[b:b + batch_size], context)))
-            outs.append(net(x).softmax(1).numpy())
-    return np.concatenate(outs) if outs else np.empty((0,), np.float32)
-
-
 def _validate_student_grid(net, slices: list[ScanSlices], organs: list[OrganChannel],  # type: ignore[no-untyped-def]
                            config: DistillConfig) -> dict[str, float]:
+    """Dice vs the teacher on the held-out slices, on the student grid (cheap; run every epoch)."""
+    from edgemed.models._predict import predict_slices
+
     preds, refs = [], []
     for sc in slices:
         if sc.val_ks.size:
-            preds.append(_predict_slices(net, sc.image, sc.val_ks, config.preprocess.context_slices, 16).argmax(1))
+            preds.append(predict_slices(net, sc.image, sc.val_ks, config.preprocess.context_slices).argmax(1))
             refs.append(sc.hard[sc.val_ks])
     if not preds:
         return {}
@@ -209,13 +202,15 @@ def _validate_student_grid(net, slices: list[ScanSlices], organs: list[OrganChan
 def _evaluate_native(net, slices: list[ScanSlices], organs: list[OrganChannel],  # type: ignore[no-untyped-def]
                      config: DistillConfig) -> dict[str, object]:
     """Dice vs the teacher on the held-out slices, on each scan's own grid (as users will see it)."""
+    from edgemed.models._predict import predict_slices
+
     per_scan = []
     pred_all, ref_all = [], []
     for sc in slices:
         if not sc.val_ks.size:
             continue
-        probs = from_student_grid(_predict_slices(net, sc.image, np.arange(sc.image.shape[0]),
-                                                  config.preprocess.context_slices, 16), sc.geom)
+        probs = from_student_grid(predict_slices(net, sc.image, np.arange(sc.image.shape[0]),
+                                                 config.preprocess.context_slices), sc.geom)
         pred = probs.argmax(0)[:, :, sc.val_ks]
         ref = sc.native_mask[:, :, sc.val_ks]
         per_scan.append({"scan": sc.name, "holdout_slices": [int(sc.val_ks[0]), int(sc.val_ks[-1])],

@@ -1,7 +1,30 @@
-"""Student zoo and teacher adapters (torch, imported by the functions that need it)."""
+"""Student zoo and teacher adapters.
 
-from edgemed.models._student_io import load_student, student_payload
-from edgemed.models._zoo import STUDENTS, StudentInfo, StudentSpec, create_student, list_students
+The zoo needs torch; it is loaded on first use of one of its names, so the torch-free parts
+(`edgemed.models.teachers` for ONNX teachers and stored predictions) import without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = ["STUDENTS", "StudentInfo", "StudentSpec", "create_student", "list_students", "load_student",
-           "student_payload"]
+           "predict_volume", "student_payload"]
+
+_LAZY = {
+    "STUDENTS": "edgemed.models._zoo",
+    "StudentInfo": "edgemed.models._zoo",
+    "StudentSpec": "edgemed.models._zoo",
+    "create_student": "edgemed.models._zoo",
+    "list_students": "edgemed.models._zoo",
+    "load_student": "edgemed.models._student_io",
+    "predict_volume": "edgemed.models._predict",
+    "student_payload": "edgemed.models._student_io",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edgemed.models' has no attribute {name!r}")

@@ -16,6 +16,7 @@ from edgemed.models.teachers._nnunet import NnUNetTeacher, find_nnunet_folder
 from edgemed.models.teachers._onnx import OnnxTeacher
 from edgemed.models.teachers._output import Teacher, TeacherOutput
 from edgemed.models.teachers._stored import StoredPredictions, load_stored_prediction
+from edgemed.models.teachers._student import StudentTeacher
 from edgemed.models.teachers._torch import TorchTeacher
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "NnUNetTeacher",
     "OnnxTeacher",
     "StoredPredictions",
+    "StudentTeacher",
     "Teacher",
     "TeacherInputConfig",
     "TeacherOutput",

@@ -11,11 +11,13 @@ from edgemed.models.teachers._files import is_torchscript
 from edgemed.models.teachers._nnunet import NnUNetTeacher, find_nnunet_folder
 from edgemed.models.teachers._onnx import OnnxTeacher
 from edgemed.models.teachers._output import Teacher
+from edgemed.models.teachers._student import StudentTeacher
 from edgemed.models.teachers._torch import ENTRY_POINT_PATTERN, TorchTeacher
 
 __all__ = ["TEACHER_SPECS", "load_teacher"]
 
 TEACHER_SPECS = (
+    "an edgemed student checkpoint folder (manifest.json of kind 'student')",
     "an nnU-Net v2 model folder (plans.json + dataset.json + fold_N/), or its parent",
     "an ONNX model (*.onnx)",
     "a TorchScript archive (*.pt, *.pth, *.ts, *.jit)",
@@ -66,6 +68,10 @@ def load_teacher(
 
 
 def _from_path(path: Path, checkpoint: object, config: TeacherInputConfig | None, device: str) -> Teacher:
+    if path.is_dir() and (path / "manifest.json").is_file():
+        if config is not None or checkpoint is not None:
+            raise ConfigError(f"{path.name} is an edgemed student: it carries its own preprocessing; drop config=.")
+        return StudentTeacher(path)
     if path.is_dir():
         folder = find_nnunet_folder(path)
         if folder is None:

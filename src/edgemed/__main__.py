@@ -1,0 +1,5 @@
+"""`python -m edgemed` runs the CLI."""
+
+from edgemed.cli import main
+
+main()

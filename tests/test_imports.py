@@ -1,0 +1,38 @@
+"""Device-side packages never import torch; `edgemed --help` is instant (loads no heavy library)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+_BLOCK_TORCH = (
+    "import sys, importlib.abc\n"
+    "class Block(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('torch', 'nncf', 'torch_pruning', 'tensorrt'):\n"
+    "            raise ImportError('blocked: ' + name)\n"
+    "sys.meta_path.insert(0, Block())\n"
+)
+
+
+@pytest.mark.parametrize("module", ["edgemed", "edgemed.io", "edgemed.artifacts", "edgemed.runtime",
+                                    "edgemed.profiles", "edgemed.export", "edgemed.metrics", "edgemed.phantom",
+                                    "edgemed.models.teachers"])
+def test_device_side_modules_import_without_torch(module: str) -> None:
+    code = _BLOCK_TORCH + f"import {module}\nassert 'torch' not in sys.modules\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_cli_help_loads_no_heavy_library() -> None:
+    code = _BLOCK_TORCH + (
+        "from edgemed.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'nibabel', 'pydicom') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "distill" in result.stdout
