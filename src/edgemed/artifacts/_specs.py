@@ -19,6 +19,9 @@ class PreprocessSpec:
         spacing_mm: In-plane (x, y) spacing the student works at; slices keep their own thickness.
         window_hu: CT intensity window (low, high) scaled to [0, 1].
         context_slices: Neighbouring axial slices on each side fed as channels (2.5D); 0 = pure 2D.
+        context_spacing_mm: Distance between those neighbours in mm, interpolated along z, so a
+            1 mm and a 5 mm scan give the student the same anatomy per channel. None: adjacent
+            slices, whatever their thickness.
         pad_multiple: Height and width are padded to a multiple of this (the network's stride).
     """
 
@@ -26,6 +29,7 @@ class PreprocessSpec:
     spacing_mm: tuple[float, float] = (2.0, 2.0)
     window_hu: tuple[float, float] = (-300.0, 400.0)
     context_slices: int = 1
+    context_spacing_mm: float | None = 3.0
     pad_multiple: int = 16
 
     def __post_init__(self) -> None:
@@ -41,6 +45,8 @@ class PreprocessSpec:
             raise ConfigError(f"window_hu={self.window_hu} must be (low, high) with high > low, e.g. (-300, 400).")
         if not 0 <= self.context_slices <= 4:
             raise ConfigError(f"context_slices={self.context_slices}; use 0 (2D) to 4.")
+        if self.context_spacing_mm is not None and self.context_spacing_mm <= 0:
+            raise ConfigError(f"context_spacing_mm={self.context_spacing_mm} must be > 0, or None for adjacent slices.")
         if self.pad_multiple < 1:
             raise ConfigError(f"pad_multiple={self.pad_multiple} must be >= 1.")
 
@@ -52,14 +58,15 @@ class PreprocessSpec:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {"modality": self.modality, "spacing_mm": list(self.spacing_mm), "window_hu": list(self.window_hu),
-                "context_slices": self.context_slices, "pad_multiple": self.pad_multiple}
+                "context_slices": self.context_slices, "context_spacing_mm": self.context_spacing_mm,
+                "pad_multiple": self.pad_multiple}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "PreprocessSpec":
         """Inverse of `to_json`."""
         return cls(modality=raw["modality"], spacing_mm=tuple(raw["spacing_mm"]),  # type: ignore[arg-type]
                    window_hu=tuple(raw["window_hu"]), context_slices=int(raw["context_slices"]),  # type: ignore[arg-type]
-                   pad_multiple=int(raw["pad_multiple"]))
+                   context_spacing_mm=raw.get("context_spacing_mm"), pad_multiple=int(raw["pad_multiple"]))
 
 
 @dataclass(frozen=True)

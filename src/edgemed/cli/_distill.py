@@ -8,8 +8,13 @@ from pathlib import Path
 
 import click
 
+from edgemed.artifacts import PreprocessSpec as _PreprocessSpec
 from edgemed.cli._options import MultiValueOption
 from edgemed.cli._pairing import pair_scans
+from edgemed.compress._config import DistillConfig as _DistillConfig
+
+_D = _DistillConfig(organs=("liver",))  # the defaults shown in --help are the library's
+_P = _D.preprocess
 
 __all__ = ["distill"]
 
@@ -32,19 +37,22 @@ __all__ = ["distill"]
               help="Class names of the teacher's labels: a built-in name or a JSON file.")
 @click.option("--organ", "organs", cls=MultiValueOption, required=True, help="Organ(s) by name or id, e.g. liver.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Student checkpoint directory to write.")
-@click.option("--student", default="unet2d", show_default=True, help="Zoo architecture (edgemed students).")
-@click.option("--epochs", type=int, default=40, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--lr", type=float, default=3e-3, show_default=True)
-@click.option("--temperature", type=float, default=2.0, show_default=True, help="KD softmax temperature.")
-@click.option("--spacing-mm", nargs=2, type=float, default=(2.0, 2.0), show_default=True,
+@click.option("--student", default=_D.student, show_default=True, help="Zoo architecture (edgemed students).")
+@click.option("--epochs", type=int, default=_D.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=_D.batch_size, show_default=True)
+@click.option("--lr", type=float, default=_D.lr, show_default=True)
+@click.option("--temperature", type=float, default=_D.temperature, show_default=True, help="KD softmax temperature.")
+@click.option("--spacing-mm", nargs=2, type=float, default=_P.spacing_mm, show_default=True,
               help="In-plane spacing the student works at.")
-@click.option("--window-hu", nargs=2, type=float, default=(-300.0, 400.0), show_default=True,
+@click.option("--window-hu", nargs=2, type=float, default=_P.window_hu, show_default=True,
               help="Student CT intensity window.")
-@click.option("--context-slices", type=int, default=1, show_default=True, help="2.5D neighbours each side.")
-@click.option("--holdout-fraction", type=float, default=0.2, show_default=True,
+@click.option("--context-slices", type=int, default=_P.context_slices, show_default=True,
+              help="2.5D neighbours on each side.")
+@click.option("--context-spacing-mm", type=float, default=_P.context_spacing_mm, show_default=True,
+              help="Distance between 2.5D neighbours (interpolated along z, so slice thickness does not matter).")
+@click.option("--holdout-fraction", type=float, default=_D.holdout_fraction, show_default=True,
               help="Contiguous block of organ slices held out for validation.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=_D.seed, show_default=True)
 @click.option("--threads", type=int, help="torch threads (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -53,7 +61,7 @@ def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teache
             teacher_patch_size: tuple[int, int, int] | None, teacher_classes: str | None, label_map: str,
             organs: tuple[str, ...], out: Path, student: str, epochs: int, batch_size: int, lr: float,
             temperature: float, spacing_mm: tuple[float, float], window_hu: tuple[float, float],
-            context_slices: int, holdout_fraction: float, seed: int, threads: int | None, as_json: bool,
+            context_slices: int, context_spacing_mm: float, holdout_fraction: float, seed: int, threads: int | None, as_json: bool,
             quiet: bool) -> None:
     """Distill a teacher into an organ-specific student, label-free.
 
@@ -73,7 +81,8 @@ def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teache
     config = DistillConfig(
         organs=organs, label_map=label_map, student=student, epochs=epochs, batch_size=batch_size, lr=lr,
         temperature=temperature, holdout_fraction=holdout_fraction, seed=seed, threads=threads,
-        preprocess=PreprocessSpec(spacing_mm=spacing_mm, window_hu=window_hu, context_slices=context_slices),
+        preprocess=PreprocessSpec(spacing_mm=spacing_mm, window_hu=window_hu, context_slices=context_slices,
+                                  context_spacing_mm=context_spacing_mm),
     )
     teacher_obj = None
     if teacher:

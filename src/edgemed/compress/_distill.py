@@ -191,7 +191,8 @@ def _validate_student_grid(net, slices: list[ScanSlices], organs: list[OrganChan
     preds, refs = [], []
     for sc in slices:
         if sc.val_ks.size:
-            preds.append(predict_slices(net, sc.image, sc.val_ks, config.preprocess.context_slices).argmax(1))
+            preds.append(predict_slices(net, sc.image, sc.val_ks, config.preprocess.context_slices,
+                                        step=sc.geom.context_step).argmax(1))
             refs.append(sc.hard[sc.val_ks])
     if not preds:
         return {}
@@ -210,7 +211,8 @@ def _evaluate_native(net, slices: list[ScanSlices], organs: list[OrganChannel], 
         if not sc.val_ks.size:
             continue
         probs = from_student_grid(predict_slices(net, sc.image, np.arange(sc.image.shape[0]),
-                                                 config.preprocess.context_slices), sc.geom)
+                                                 config.preprocess.context_slices, step=sc.geom.context_step),
+                                  sc.geom)
         pred = probs.argmax(0)[:, :, sc.val_ks]
         ref = sc.native_mask[:, :, sc.val_ks]
         per_scan.append({"scan": sc.name, "holdout_slices": [int(sc.val_ks[0]), int(sc.val_ks[-1])],

@@ -88,7 +88,7 @@ def make_batch(scans: Sequence[ScanSlices], picks: Sequence[tuple[int, int]], co
     for i, (s, k) in enumerate(picks):
         sc = scans[s]
         hh, ww = sc.image.shape[1:]
-        x[i, :, :hh, :ww] = context_stack(sc.image, [k], context)[0]
+        x[i, :, :hh, :ww] = context_stack(sc.image, [k], context, step=sc.geom.context_step)[0]
         soft[i, :, :hh, :ww] = sc.soft[k]
         hard[i, :, :hh, :ww] = np.eye(num_classes, dtype=np.float32)[sc.hard[k]].transpose(2, 0, 1)
     return x, soft, hard

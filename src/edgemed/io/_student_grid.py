@@ -28,23 +28,26 @@ class SliceGeometry:
         resampled_xy: (X', Y') after in-plane resampling to the spec's spacing.
         padded_hw: (H, W) after padding X', Y' to the network stride.
         offset_xy: Where the resampled image starts inside the padded one.
+        context_step: Distance between 2.5D context slices, in slices (may be fractional).
     """
 
     volume_shape: tuple[int, int, int]
     resampled_xy: tuple[int, int]
     padded_hw: tuple[int, int]
     offset_xy: tuple[int, int]
+    context_step: float = 1.0
 
 
 def student_grid_geometry(volume: Volume, spec: PreprocessSpec) -> SliceGeometry:
     """The geometry of `volume` on the student grid described by `spec`."""
-    sx, sy, _ = volume.spacing_mm
+    sx, sy, sz = volume.spacing_mm
     x, y, z = volume.shape
     rx = max(1, int(round(x * sx / spec.spacing_mm[0])))
     ry = max(1, int(round(y * sy / spec.spacing_mm[1])))
     m = spec.pad_multiple
     h, w = -(-rx // m) * m, -(-ry // m) * m
-    return SliceGeometry((x, y, z), (rx, ry), (h, w), ((h - rx) // 2, (w - ry) // 2))
+    step = spec.context_spacing_mm / sz if spec.context_spacing_mm else 1.0
+    return SliceGeometry((x, y, z), (rx, ry), (h, w), ((h - rx) // 2, (w - ry) // 2), step)
 
 
 def prepare_volume(volume: Volume, spec: PreprocessSpec) -> tuple[np.ndarray, SliceGeometry]:
@@ -95,12 +98,19 @@ def from_student_grid(scores: np.ndarray, geom: SliceGeometry) -> np.ndarray:
     return out
 
 
-def context_stack(prepared: np.ndarray, slices: np.ndarray | list[int], context: int) -> np.ndarray:
+def context_stack(prepared: np.ndarray, slices: np.ndarray | list[int], context: int, *,
+                  step: float = 1.0) -> np.ndarray:
     """2.5D input for axial slices `slices` of a (Z, H, W) array: (N, 2*context+1, H, W).
 
-    Neighbours beyond the first or last slice repeat the edge slice.
+    Neighbour i sits `i * step` slices away (linear interpolation along z when `step` is not a
+    whole number); neighbours beyond the first or last slice repeat the edge slice.
     """
-    ks = np.asarray(slices, dtype=np.int64)
-    offsets = np.arange(-context, context + 1)
-    idx = np.clip(ks[:, None] + offsets[None, :], 0, prepared.shape[0] - 1)
-    return prepared[idx]
+    ks = np.asarray(slices, dtype=np.float64)
+    pos = np.clip(ks[:, None] + np.arange(-context, context + 1)[None, :] * step, 0, prepared.shape[0] - 1)
+    lo = np.floor(pos).astype(np.int64)
+    frac = (pos - lo).astype(np.float32)
+    if not frac.any():
+        return prepared[lo]
+    hi = np.minimum(lo + 1, prepared.shape[0] - 1)
+    w = frac[:, :, None, None]
+    return prepared[lo] * (1 - w) + prepared[hi] * w

@@ -12,14 +12,14 @@ from edgemed.io import Volume, context_stack, from_student_grid, prepare_volume
 __all__ = ["predict_slices", "predict_volume"]
 
 
-def predict_slices(net: nn.Module, image: np.ndarray, slices: np.ndarray, context: int, *,
+def predict_slices(net: nn.Module, image: np.ndarray, slices: np.ndarray, context: int, *, step: float = 1.0,
                    batch_size: int = 16, logits: bool = False) -> np.ndarray:
     """Softmax probabilities (or logits) (N, K, H, W) for axial `slices` of a prepared (Z, H, W) image."""
     net.eval()
     outs = []
     with torch.inference_mode():
         for b in range(0, len(slices), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(context_stack(image, slices[b:b + batch_size], context)))
+            x = torch.from_numpy(np.ascontiguousarray(context_stack(image, slices[b:b + batch_size], context, step=step)))
             y = net(x)
             outs.append((y if logits else y.softmax(1)).numpy())
     return np.concatenate(outs)
@@ -33,6 +33,6 @@ def predict_volume(net: nn.Module, volume: Volume, spec: PreprocessSpec, *, batc
         >>> probs = predict_volume(load_student(ckpt), read_volume("ct.nii.gz"), ckpt.preprocess)
     """
     image, geom = prepare_volume(volume, spec)
-    scores = predict_slices(net, image, np.arange(image.shape[0]), spec.context_slices, batch_size=batch_size,
-                            logits=logits)
+    scores = predict_slices(net, image, np.arange(image.shape[0]), spec.context_slices, step=geom.context_step,
+                            batch_size=batch_size, logits=logits)
     return from_student_grid(scores, geom)
