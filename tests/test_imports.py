@@ -36,3 +36,15 @@ def test_cli_help_loads_no_heavy_library() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "distill" in result.stdout
+
+
+def test_runtime_needs_only_numpy_and_a_backend() -> None:
+    """Device software embeds the runtime with numpy + onnxruntime: no torch, nibabel, pydicom or scipy."""
+    code = _BLOCK_TORCH + (
+        "import edgemed.runtime\n"
+        "from edgemed.io import prepare_volume, context_stack, from_student_grid\n"
+        "extra = [m for m in ('nibabel', 'pydicom', 'scipy', 'onnx', 'click') if m in sys.modules]\n"
+        "assert not extra, extra\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

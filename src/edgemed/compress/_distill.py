@@ -91,11 +91,7 @@ def distill(
     steps_per_epoch = max(1, -(-(len(organ_train) + len(other_train)) // config.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
                                                 pct_start=0.15)
-    ema = None
-    if config.ema_decay is not None:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    ema = _Ema(net, config.ema_decay) if config.ema_decay is not None else None
     shipped = lambda: ema.module if ema is not None else net  # noqa: E731
     history: list[dict[str, object]] = []
     start = time.perf_counter()
@@ -116,7 +112,7 @@ def distill(
             opt.step()
             sched.step()
             if ema is not None:
-                ema.update_parameters(net)
+                ema.update(net)
             losses.append(loss.item())
         val = _validate_student_grid(shipped(), slices, organs, config)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": val})
@@ -146,6 +142,33 @@ def distill(
     write_artifact(out, kind=STUDENT_KIND, schema_version=STUDENT_SCHEMA, payload=payload, metadata=metadata,
                    parent=teacher_identity.get("sha256") if isinstance(teacher_identity, dict) else None)
     return StudentCheckpoint.load(out)
+
+
+class _Ema:
+    """Exponential moving average of weights and BatchNorm buffers, with warm-up.
+
+    The decay ramps as min(decay, (1 + t) / (10 + t)) over steps t, so short runs (a few dozen
+    steps) ship an average of the recent weights rather than one stuck near initialisation.
+    """
+
+    def __init__(self, net: object, decay: float) -> None:
+        import copy
+
+        self.module = copy.deepcopy(net)
+        self.decay = decay
+        self.steps = 0
+
+    def update(self, net: object) -> None:
+        import torch
+
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        with torch.no_grad():
+            for avg, cur in zip(self.module.state_dict().values(), net.state_dict().values()):  # type: ignore[attr-defined]
+                if avg.dtype.is_floating_point:
+                    avg.mul_(d).add_(cur.detach(), alpha=1 - d)
+                else:
+                    avg.copy_(cur)
 
 
 def _load_data(scans, teacher, teacher_predictions, ids, config, progress):  # type: ignore[no-untyped-def]

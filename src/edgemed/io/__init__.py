@@ -16,21 +16,8 @@ Example:
 
 from __future__ import annotations
 
-from edgemed.io._grid import check_same_grid
-from edgemed.io._label_maps import BUILTIN_LABEL_MAPS, LabelMap, load_label_map
-from edgemed.io._window import normalize_mr, window_hu
-from edgemed.io._nifti import write_labels_like, write_nifti
-from edgemed.io._read import read_labels, read_volume
-from edgemed.io._resample import Order, resample_array, resample_like, resample_to_shape, resample_to_spacing
-from edgemed.io._student_grid import (
-    SliceGeometry,
-    context_stack,
-    from_student_grid,
-    prepare_volume,
-    student_grid_geometry,
-    to_student_grid,
-)
-from edgemed.io._volume import Volume
+import importlib
+from typing import Any
 
 __all__ = [
     "BUILTIN_LABEL_MAPS",
@@ -56,3 +43,25 @@ __all__ = [
     "write_labels_like",
     "write_nifti",
 ]
+
+# Names load their module on first use: the runtime needs the student grid (numpy only) and must
+# not pull in nibabel and pydicom, which only the file readers and writers need.
+_LAZY = {
+    "BUILTIN_LABEL_MAPS": "_label_maps", "LabelMap": "_label_maps", "load_label_map": "_label_maps",
+    "Order": "_resample", "resample_array": "_resample", "resample_like": "_resample",
+    "resample_to_shape": "_resample", "resample_to_spacing": "_resample",
+    "SliceGeometry": "_student_grid", "context_stack": "_student_grid", "from_student_grid": "_student_grid",
+    "prepare_volume": "_student_grid", "student_grid_geometry": "_student_grid", "to_student_grid": "_student_grid",
+    "Volume": "_volume", "check_same_grid": "_grid", "normalize_mr": "_window", "window_hu": "_window",
+    "read_labels": "_read", "read_volume": "_read", "write_labels_like": "_nifti", "write_nifti": "_nifti",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"edgemed.io.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'edgemed.io' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,131 @@
+"""The bundle artifact: a model file plus everything the runtime needs to use it (stdlib + numpy).
+
+Written by `edgemed.export.to_onnx`, read here so device software reads bundles without export
+(or torch) installed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgemed.artifacts import Manifest, OrganChannel, PostprocessSpec, PreprocessSpec, read_manifest
+from edgemed.errors import ArtifactError, ConfigError
+from edgemed.runtime._types import TensorSpec
+
+__all__ = ["BUNDLE_KIND", "BUNDLE_SCHEMA", "MODEL_FILE", "OnnxBundle"]
+
+BUNDLE_KIND = "bundle"
+BUNDLE_SCHEMA = 1
+MODEL_FILE = "model.onnx"
+
+
+@dataclass(frozen=True)
+class OnnxBundle:
+    """An exported model with its preprocessing, labels, parity record and lineage.
+
+    Example:
+        >>> bundle = OnnxBundle.load("out/liver.edgemed")
+        >>> bundle.inputs[0]
+        TensorSpec(name='image', dtype='float32', shape=('batch', 3, 'height', 'width'))
+        >>> bundle.parity["max_abs_logit_diff"] < 1e-3
+        True
+    """
+
+    path: Path
+    manifest: Manifest
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, verify: bool = True) -> "OnnxBundle":
+        """Open a bundle directory, checking kind, schema, the sha256 of every file and the metadata.
+
+        Raises:
+            ArtifactError: Not a bundle, a missing or altered file, or incomplete metadata.
+        """
+        root = Path(path)
+        bundle = cls(root, read_manifest(root, kind=BUNDLE_KIND, schema_versions=(BUNDLE_SCHEMA,), verify=verify))
+        meta = bundle.manifest.metadata
+        missing = [k for k in ("model", "inputs", "outputs", "preprocess", "organs", "precision") if k not in meta]
+        if missing:
+            raise ArtifactError(f"{root}: manifest metadata lacks {missing}; re-export the bundle with edgemed export.")
+        if meta["model"] not in bundle.manifest.files:
+            raise ArtifactError(f"{root}: the model file {meta['model']!r} is not among the hashed files; "
+                                "re-export the bundle.")
+        try:
+            bundle.preprocess, bundle.postprocess, bundle.organs  # noqa: B018  (parse once to fail early)
+        except (ConfigError, KeyError, TypeError, ValueError) as err:
+            raise ArtifactError(f"{root}: preprocessing, postprocessing or organ records are malformed ({err}); "
+                                "re-export the bundle.") from err
+        if len(bundle.inputs) != 1 or len(bundle.outputs) != 1:
+            raise ArtifactError(f"{root}: a segmentation bundle has one input and one output, this one has "
+                                f"{len(bundle.inputs)} and {len(bundle.outputs)}.")
+        return bundle
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The manifest's metadata block."""
+        return dict(self.manifest.metadata)
+
+    @property
+    def model_path(self) -> Path:
+        """The model file inside the bundle (verified at load)."""
+        return self.path / str(self.metadata["model"])
+
+    @property
+    def format(self) -> str:
+        """The model format: "onnx"."""
+        return str(self.metadata.get("format", "onnx"))
+
+    @property
+    def precision(self) -> str:
+        """"fp32", "fp16" or "int8"."""
+        return str(self.metadata["precision"])
+
+    @property
+    def opset(self) -> int | None:
+        """The ONNX opset of the default domain."""
+        value = self.metadata.get("opset")
+        return None if value is None else int(value)
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """The model's inputs (one: the 2.5D slice stack)."""
+        return tuple(TensorSpec.from_json(t) for t in self.metadata["inputs"])
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        """The model's outputs (one: per-class logits)."""
+        return tuple(TensorSpec.from_json(t) for t in self.metadata["outputs"])
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        """The preprocessing the student was trained with; the runtime applies exactly this."""
+        return PreprocessSpec.from_json(self.metadata["preprocess"])
+
+    @property
+    def postprocess(self) -> PostprocessSpec:
+        """How probabilities become a mask (argmax; optional largest connected component)."""
+        return PostprocessSpec.from_json(self.metadata.get("postprocess", {}))
+
+    @property
+    def organs(self) -> tuple[OrganChannel, ...]:
+        """Output channels 1.. and the organs (label ids in the teacher's map) they segment."""
+        return tuple(OrganChannel(int(o["channel"]), int(o["label_id"]), str(o["name"]))
+                     for o in self.metadata["organs"])
+
+    @property
+    def label_map(self) -> str:
+        """The name of the label map the organ ids come from, e.g. "totalsegmentator"."""
+        return str(self.metadata.get("label_map", ""))
+
+    @property
+    def parity(self) -> dict[str, Any]:
+        """The parity record of the export (max |Δlogit|, mask Dice per organ, tolerances)."""
+        return dict(self.metadata.get("parity", {}))
+
+    @property
+    def validation_dice(self) -> dict[str, float]:
+        """The student's held-out Dice vs its teacher, per organ, as recorded at distillation."""
+        return {k: float(v) for k, v in self.metadata.get("student", {}).get("validation_dice", {}).items()}

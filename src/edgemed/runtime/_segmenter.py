@@ -1,0 +1,234 @@
+"""Volume in → mask out: a bundle's model run slice-batch by slice-batch on one backend."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from edgemed.artifacts import OrganChannel
+from edgemed.errors import ArtifactError, ConfigError, InputError
+from edgemed.io import Volume, context_stack, from_student_grid, prepare_volume
+from edgemed.runtime._bundle import OnnxBundle
+from edgemed.runtime._postprocess import label_map_from_probabilities, softmax
+from edgemed.runtime._types import Session, StageTimings
+from edgemed.runtime.backends import open_session, resolve_backend
+
+__all__ = ["Segmenter", "load"]
+
+
+def load(bundle: str | os.PathLike[str] | OnnxBundle, *, backend: str = "auto", threads: int | None = None,
+         throughput: bool = False) -> "Segmenter":
+    """Open a bundle for inference, checking the sha256 of every file first.
+
+    Args:
+        bundle: A bundle directory (from `edgemed.export.to_onnx`) or an opened `OnnxBundle`.
+        backend: "ort" (ONNX Runtime: CUDA when available, else CPU), "openvino", or "auto"
+            (the first installed of those, in that order).
+        threads: CPU inference threads; None: the physical cores available to this process.
+        throughput: Compile for many concurrent calls (several threads sharing this Segmenter)
+            rather than for one call's latency; only OpenVINO distinguishes the two (its
+            THROUGHPUT hint runs parallel streams, which one sequential caller cannot use).
+
+    Returns:
+        A `Segmenter`; use it as a context manager to release the backend when done.
+
+    Raises:
+        ArtifactError: Not a bundle, or a file is missing or altered.
+        ConfigError: Unknown backend or bad thread count.
+        MissingDependencyError: The backend is not installed (names the pip extra).
+        BackendError: The backend cannot load the model.
+
+    Example:
+        >>> from edgemed.io import read_volume
+        >>> with load("out/liver.edgemed", backend="ort") as seg:
+        ...     mask = seg.segment(read_volume("ct.nii.gz"))     # uint8, 5 = liver (TotalSegmentator ids)
+        ...     seg.last_timings.inference_ms
+    """
+    # An opened bundle is verified again: its files may have changed since it was opened.
+    opened = OnnxBundle.load(bundle.path if isinstance(bundle, OnnxBundle) else bundle)
+    if opened.format != "onnx":
+        raise ArtifactError(f"{opened.path} holds a {opened.format!r} model; this runtime runs ONNX bundles.")
+    name = resolve_backend(backend)
+    session = open_session(name, opened.model_path, threads=threads, throughput=throughput)
+    return Segmenter(opened, session, backend=name)
+
+
+class Segmenter:
+    """A loaded bundle: `segment` a CT/MR volume into an organ label map, or `predict` probabilities.
+
+    Thread-safe: one Segmenter may serve several threads; each call keeps its own buffers.
+
+    Attributes:
+        bundle: The bundle it runs.
+        session: The backend `Session` (for raw `run` calls on prepared slice stacks).
+        backend: "ort" or "openvino".
+    """
+
+    def __init__(self, bundle: OnnxBundle, session: Session, *, backend: str) -> None:
+        self.bundle = bundle
+        self.session = session
+        self.backend = backend
+        self._spec = bundle.preprocess
+        self._organs = bundle.organs
+        self._largest_component = bundle.postprocess.largest_component
+        self._input = bundle.inputs[0]
+        self._output = bundle.outputs[0].name
+        got = [s.name for s in session.inputs], [s.name for s in session.outputs]
+        want = [self._input.name], [self._output]
+        if got != want:
+            raise ArtifactError(f"{bundle.path}: the model's inputs/outputs {got} differ from the manifest's "
+                                f"{want}; the bundle is inconsistent — re-export it.")
+        channels = self._input.shape[1] if len(self._input.shape) == 4 else None
+        if channels != self._spec.in_channels:
+            raise ArtifactError(f"{bundle.path}: the model takes input {self._input.shape}, but the preprocessing "
+                                f"makes {self._spec.in_channels} channels; re-export the bundle.")
+        classes = bundle.outputs[0].shape[1] if len(bundle.outputs[0].shape) == 4 else None
+        if isinstance(classes, int) and classes != len(self._organs) + 1:
+            raise ArtifactError(f"{bundle.path}: the model outputs {classes} classes but the manifest names "
+                                f"{len(self._organs)} organs plus background; re-export the bundle.")
+        batch = self._input.shape[0]
+        self._fixed_batch = batch if isinstance(batch, int) else None
+        self._lock = threading.Lock()
+        self._last: StageTimings | None = None
+
+    @property
+    def organs(self) -> tuple[OrganChannel, ...]:
+        """The organs it segments (channel, label_id, name)."""
+        return self._organs
+
+    @property
+    def last_timings(self) -> StageTimings | None:
+        """Per-stage times of the most recently finished `segment`/`predict` call (from any thread)."""
+        with self._lock:
+            return self._last
+
+    def predict(self, volume: Volume, *, batch_size: int = 16) -> np.ndarray:
+        """Per-class probabilities on the volume's own grid.
+
+        Args:
+            volume: A 3D scan of the bundle's modality (CT in HU), e.g. from `edgemed.io.read_volume`.
+            batch_size: Axial slices per backend call (a fixed-batch model uses its own size).
+
+        Returns:
+            (K, X, Y, Z) float32 softmax probabilities; channel 0 is background, channel
+            `organ.channel` is `organ.name`.
+
+        Raises:
+            InputError: Not a 3D volume, empty, NaN/inf voxels, bad spacing or the wrong modality.
+            ConfigError: batch_size < 1.
+            BackendError: The backend failed.
+        """
+        probs, timings, start = self._predict(volume, batch_size)
+        self._record(timings, start)
+        return probs
+
+    def segment(self, volume: Volume, *, batch_size: int = 16) -> Volume:
+        """The organ label map of a volume, on the volume's own grid.
+
+        Args:
+            volume: A 3D scan of the bundle's modality (CT in HU), e.g. from `edgemed.io.read_volume`.
+            batch_size: Axial slices per backend call.
+
+        Returns:
+            A "SEG" Volume with the input's affine holding label ids of the teacher's map
+            (e.g. 5 for liver in TotalSegmentator), 0 elsewhere; uint8 (uint16 if an id > 255).
+
+        Raises:
+            InputError: Not a 3D volume, empty, NaN/inf voxels, bad spacing or the wrong modality.
+            ConfigError: batch_size < 1.
+            BackendError: The backend failed.
+
+        Example:
+            >>> labels = seg.segment(read_volume("ct.nii.gz"))
+            >>> write_labels_like(labels, "ct.nii.gz", "liver_mask.nii.gz")
+        """
+        probs, timings, start = self._predict(volume, batch_size)
+        t0 = time.perf_counter()
+        labels = label_map_from_probabilities(probs, self._organs, largest_component_only=self._largest_component)
+        timings["postprocess"] += time.perf_counter() - t0
+        self._record(timings, start)
+        return volume.with_array(labels, modality="SEG")
+
+    def close(self) -> None:
+        """Release the backend session."""
+        self.session.close()
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _predict(self, volume: Volume, batch_size: int) -> tuple[np.ndarray, dict[str, Any], float]:
+        start = time.perf_counter()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size!r} must be an integer >= 1, e.g. 16.")
+        _check_volume(volume, self._spec.modality)
+        batch = self._fixed_batch or int(batch_size)
+        image, geom = prepare_volume(volume, self._spec)
+        t = {"preprocess": time.perf_counter() - start, "inference": 0.0, "postprocess": 0.0, "batches": 0,
+             "slices": int(image.shape[0])}
+        depth = image.shape[0]
+        scores: np.ndarray | None = None
+        for first in range(0, depth, batch):
+            t0 = time.perf_counter()
+            ks = np.arange(first, min(first + batch, depth))
+            x = np.ascontiguousarray(context_stack(image, ks, self._spec.context_slices, step=geom.context_step),
+                                     dtype=np.float32)
+            if self._fixed_batch and len(ks) < batch:  # a fixed-batch model: pad the last batch, drop the padding
+                x = np.concatenate([x, np.repeat(x[-1:], batch - len(ks), axis=0)])
+            t1 = time.perf_counter()
+            logits = self.session.run({self._input.name: x})[self._output][: len(ks)]
+            t2 = time.perf_counter()
+            if scores is None:
+                scores = np.empty((depth, *logits.shape[1:]), dtype=np.float32)
+            scores[first:first + len(ks)] = softmax(logits, axis=1)
+            t["preprocess"] += t1 - t0
+            t["inference"] += t2 - t1
+            t["postprocess"] += time.perf_counter() - t2
+            t["batches"] += 1
+        assert scores is not None  # depth >= 1: Volume refuses empty arrays
+        t0 = time.perf_counter()
+        probs = from_student_grid(scores, geom)
+        t["postprocess"] += time.perf_counter() - t0
+        return probs, t, start
+
+    def _record(self, t: dict[str, Any], start: float) -> None:
+        total = time.perf_counter() - start
+        timings = StageTimings(preprocess_ms=t["preprocess"] * 1e3, inference_ms=t["inference"] * 1e3,
+                               postprocess_ms=t["postprocess"] * 1e3, total_ms=total * 1e3, slices=t["slices"],
+                               batches=t["batches"])
+        with self._lock:
+            self._last = timings
+
+
+def _check_volume(volume: object, modality: str) -> None:
+    """Refuse what would otherwise fail deep inside resampling or a backend, saying what to do."""
+    if not isinstance(volume, Volume):
+        shape = getattr(volume, "shape", None)
+        raise InputError(
+            f"segment/predict take an edgemed.io.Volume (a 3D array with its affine), got {type(volume).__name__}"
+            f"{f' of shape {shape}' if shape is not None else ''}. Read a file with edgemed.io.read_volume(path) "
+            "or wrap an (X, Y, Z) array: Volume(array, affine_mm)."
+        )
+    name = volume.source or "volume"
+    array = volume.array
+    if array.ndim != 3 or array.size == 0:
+        raise InputError(f"{name}: expected a non-empty 3D (X, Y, Z) array, got shape {array.shape}.")
+    if volume.modality != modality:
+        guessed = " (guessed from its intensities)" if volume.meta.get("modality_guessed") else ""
+        raise InputError(f"{name} is {volume.modality!r}{guessed}, but this model segments {modality} scans. "
+                         f"Pass a {modality} scan; if it is one, state it: read_volume(path, modality={modality!r}).")
+    if array.dtype.kind not in "fiu":
+        raise InputError(f"{name}: voxel type {array.dtype} is not numeric intensity; pass a float or integer scan.")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise InputError(f"{name}: {bad} voxels are NaN or infinite; fix or mask them (e.g. "
+                         "np.nan_to_num(array, nan=-1024)) before segmenting.")
+    spacing = np.asarray(volume.spacing_mm)
+    if not (np.isfinite(spacing).all() and (spacing > 0).all()):
+        raise InputError(f"{name}: voxel spacing {tuple(spacing)} mm is not positive and finite; the affine is broken.")

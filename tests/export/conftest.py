@@ -1,0 +1,30 @@
+"""A tiny distilled student for the export tests (session-scoped: distilled once, ~3 s)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgemed.artifacts import PreprocessSpec, StudentCheckpoint
+from edgemed.compress import DistillConfig, distill
+from edgemed.io import write_nifti
+from edgemed.phantom import PhantomConfig, make_phantom
+
+SMALL = PhantomConfig(shape=(48, 40, 24), spacing_mm=(8.0, 8.0, 10.0))
+# One torch thread: the CI box is shared, and oversubscribed torch threads run 40x slower there.
+# No EMA: over ~30 steps the average would still be mostly the random initialisation.
+FAST = dict(student="unet2d", student_kwargs={"widths": [8, 16, 32]}, epochs=6, batch_size=8, lr=1e-2,
+            preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), pad_multiple=4), threads=1, ema_decay=None)
+
+
+@pytest.fixture(scope="session")
+def export_student(tmp_path_factory: pytest.TempPathFactory) -> StudentCheckpoint:
+    root = tmp_path_factory.mktemp("export_student")
+    scans, segs = [], []
+    for seed in range(2):
+        ct, labels = make_phantom(seed, SMALL)
+        scans.append(root / f"ct{seed}.nii.gz")
+        segs.append(root / f"seg{seed}.nii.gz")
+        write_nifti(ct, scans[-1])
+        write_nifti(labels, segs[-1])
+    return distill(scans, DistillConfig(organs=("liver",), **FAST), root / "liver", teacher_predictions=segs,
+                   progress=False)
