@@ -22,3 +22,6 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     # Even the quick teacher has learnt something about the liver on an unseen phantom.
     assert teacher["dice_vs_truth"] > 0.3
     assert (out / "liver_student" / "manifest.json").is_file()
+    assert (out / "liver.edgemed" / "model.onnx").is_file()
+    assert student["runtime_vs_torch_mask_dice"] >= 0.999
+    assert student["export_parity"]["max_abs_logit_diff"] < 1e-3

@@ -56,7 +56,7 @@ def test_checkpoint_has_no_pickle_and_rebuilds(liver_student: StudentCheckpoint)
     files = sorted(p.name for p in liver_student.path.iterdir())
     assert files == ["architecture.json", "history.json", "manifest.json", "weights.safetensors"]
     net = load_student(liver_student)
-    out = net(torch.zeros(2, 3, 16, 16))
+    out = net(torch.zeros(2, liver_student.preprocess.in_channels, 16, 16))
     assert out.shape == (2, 2, 16, 16)
 
 

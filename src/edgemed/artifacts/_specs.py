@@ -26,10 +26,10 @@ class PreprocessSpec:
     """
 
     modality: str = "CT"
-    spacing_mm: tuple[float, float] = (2.0, 2.0)
+    spacing_mm: tuple[float, float] = (3.0, 3.0)
     window_hu: tuple[float, float] = (-300.0, 400.0)
-    context_slices: int = 1
-    context_spacing_mm: float | None = 3.0
+    context_slices: int = 4
+    context_spacing_mm: float | None = 6.0
     pad_multiple: int = 16
 
     def __post_init__(self) -> None:

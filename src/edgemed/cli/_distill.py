@@ -38,6 +38,8 @@ __all__ = ["distill"]
 @click.option("--organ", "organs", cls=MultiValueOption, required=True, help="Organ(s) by name or id, e.g. liver.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Student checkpoint directory to write.")
 @click.option("--student", default=_D.student, show_default=True, help="Zoo architecture (edgemed students).")
+@click.option("--widths", cls=MultiValueOption, type=int,
+              help="Channel widths per level, e.g. --widths 8 16 32 64 (default: the architecture's own).")
 @click.option("--epochs", type=int, default=_D.epochs, show_default=True)
 @click.option("--batch-size", type=int, default=_D.batch_size, show_default=True)
 @click.option("--lr", type=float, default=_D.lr, show_default=True)
@@ -59,10 +61,10 @@ __all__ = ["distill"]
 def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teacher: str | None,
             teacher_checkpoint: Path | None, teacher_dims: str | None, teacher_window_hu: tuple[float, float] | None,
             teacher_patch_size: tuple[int, int, int] | None, teacher_classes: str | None, label_map: str,
-            organs: tuple[str, ...], out: Path, student: str, epochs: int, batch_size: int, lr: float,
-            temperature: float, spacing_mm: tuple[float, float], window_hu: tuple[float, float],
-            context_slices: int, context_spacing_mm: float, holdout_fraction: float, seed: int, threads: int | None, as_json: bool,
-            quiet: bool) -> None:
+            organs: tuple[str, ...], out: Path, student: str, widths: tuple[int, ...], epochs: int,
+            batch_size: int, lr: float, temperature: float, spacing_mm: tuple[float, float],
+            window_hu: tuple[float, float], context_slices: int, context_spacing_mm: float, holdout_fraction: float,
+            seed: int, threads: int | None, as_json: bool, quiet: bool) -> None:
     """Distill a teacher into an organ-specific student, label-free.
 
     \b
@@ -79,7 +81,8 @@ def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teache
         raise ConfigError("give exactly one of --teacher (a model to run) or --teacher-predictions (stored outputs).")
     scan_paths, pred_paths = pair_scans(scans, teacher_predictions or None)
     config = DistillConfig(
-        organs=organs, label_map=label_map, student=student, epochs=epochs, batch_size=batch_size, lr=lr,
+        organs=organs, label_map=label_map, student=student, student_kwargs={"widths": list(widths)} if widths else {},
+        epochs=epochs, batch_size=batch_size, lr=lr,
         temperature=temperature, holdout_fraction=holdout_fraction, seed=seed, threads=threads,
         preprocess=PreprocessSpec(spacing_mm=spacing_mm, window_hu=window_hu, context_slices=context_slices,
                                   context_spacing_mm=context_spacing_mm),

@@ -85,7 +85,7 @@ class DistillConfig:
     student_kwargs: dict[str, Any] = field(default_factory=dict)
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
-    epochs: int = 40
+    epochs: int = 100
     batch_size: int = 8
     lr: float = 3e-3
     weight_decay: float = 1e-4

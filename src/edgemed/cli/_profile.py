@@ -1,0 +1,68 @@
+"""`edgemed profile`: time, count and score a bundle on one scan; write report.json, report.md, overlay.png."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+
+__all__ = ["profile"]
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--scan", type=click.Path(path_type=Path), required=True,
+              help="The scan to profile on (NIfTI file or DICOM series folder).")
+@click.option("--teacher-predictions", type=click.Path(path_type=Path),
+              help="The teacher's label map of the scan, for Dice/HD95 vs teacher.")
+@click.option("--ground-truth", type=click.Path(path_type=Path), help="A reference label map of the scan.")
+@click.option("--backend", type=click.Choice(["auto", "ort", "openvino"]), default="auto", show_default=True)
+@click.option("--repeats", type=int, default=10, show_default=True, help="Timed runs per stage and batch size.")
+@click.option("--warmup", type=int, default=2, show_default=True, help="Untimed runs before them.")
+@click.option("--threads", type=int, help="Backend threads (default: physical cores).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Report folder (default: ./profile-<bundle name>).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+def profile(bundle: Path, scan: Path, teacher_predictions: Path | None, ground_truth: Path | None, backend: str,
+            repeats: int, warmup: int, threads: int | None, out: Path | None, as_json: bool) -> None:
+    """Profile BUNDLE on a scan: stage latency percentiles, batch throughput, FLOP/s vs this host's peak, Dice.
+
+    \b
+    Example:
+      edgemed profile out/liver.edgemed --scan ct.nii.gz --teacher-predictions seg.nii.gz --out out/profile
+    """
+    from edgemed.profiles import profile_bundle
+
+    out_dir = out if out is not None else Path(f"profile-{bundle.name or 'bundle'}")
+    report = profile_bundle(bundle, scan, teacher_predictions=teacher_predictions, ground_truth=ground_truth,
+                            backend=backend, repeats=repeats, warmup=warmup, threads=threads, out_dir=out_dir)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    s = report.stages
+    click.echo(f"{report.bundle.name} on {report.scan.name}: {report.slices} slices, {report.backend}, "
+               f"{report.config.repeats} repeats")
+    click.echo("  " + "  ".join(f"{name} {p.p50_ms:.1f}" for name, p in s.items() if name != "total")
+               + f"  | total {s['total'].p50_ms:.1f} ms (p50)")
+    click.echo(f"  inference share {100 * report.inference_share:.1f} %; batch "
+               + ", ".join(f"{b.batch_size}: {b.slices_per_s:.0f} slices/s" for b in report.batches))
+    m = report.model
+    if m.achieved_gflops is not None:
+        click.echo(f"  {m.flops_per_slice / 1e9:.3f} GFLOP/slice; achieved {m.achieved_gflops:.2f} GFLOP/s = "
+                   f"{m.peak_percent:.1f} % of this host's {m.peak_gflops:.1f} GFLOP/s matmul peak")
+    for a in report.accuracy:
+        hd = "inf" if math.isinf(a.hd95_mm) else f"{a.hd95_mm:.1f}"
+        click.echo(f"  {a.organ:<16} vs {a.reference:<12} Dice {a.dice:.4f}  HD95 {hd} mm")
+    for note in report.notes:
+        click.echo(f"  note: {note}")
+    click.echo(f"wrote {report.report_md}, {report.report_json}"
+               + (f", {report.overlay_png}" if report.overlay_png else ""))
+    if not report.accuracy:
+        click.echo(f"next: add --teacher-predictions SEG to measure Dice vs the teacher: edgemed profile {bundle} "
+                   f"--scan {scan} --teacher-predictions SEG")
+    else:
+        other = "openvino" if report.backend == "ort" else "ort"
+        click.echo(f"next: read {report.report_md}; compare backends: edgemed profile {bundle} --scan {scan} "
+                   f"--backend {other} --out {out_dir}-{other}")

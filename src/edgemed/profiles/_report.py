@@ -1,0 +1,216 @@
+"""`profile_bundle`: time every stage of a bundle on a scan, count its FLOPs, measure its accuracy; write a report."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemed._atomic import atomic_file
+from edgemed.profiles._measure import Percentiles, host_facts, peak_matmul_gflops, peak_rss_bytes
+from edgemed.profiles._types import (STAGES, BatchLatency, ModelFacts, OrganAccuracy, ProfileConfig,
+                                     ProfileReport)
+
+__all__ = ["profile_bundle"]
+
+PathLike = str | os.PathLike[str]
+
+
+def profile_bundle(bundle: Any, scan: PathLike, *, teacher_predictions: PathLike | None = None,
+                   ground_truth: PathLike | None = None, backend: str = "auto", repeats: int = 10, warmup: int = 2,
+                   batch_sizes: Sequence[int] = (1, 8, 16), threads: int | None = None,
+                   out_dir: PathLike) -> ProfileReport:
+    """Profile a bundle on one scan: stage times, per-batch latency, memory, FLOPs, accuracy.
+
+    Each of `warmup` + `repeats` runs reads the scan, segments it and writes the mask, timing
+    read / preprocess / inference / postprocess / write with `time.perf_counter_ns`; raw
+    `session.run` calls on random inputs of the scan's student-grid size then time each batch size.
+
+    Args:
+        bundle: A bundle directory (from `edgemed.export.to_onnx`) or an opened `OnnxBundle`.
+        scan: The CT/MR scan (NIfTI, NRRD or DICOM series folder).
+        teacher_predictions: The teacher's label map of `scan` (on its grid), for Dice/HD95 vs teacher.
+        ground_truth: A reference label map of `scan` (on its grid), for Dice/HD95 vs ground truth.
+        backend: "auto", "ort" or "openvino".
+        repeats: Timed runs per stage and per batch size.
+        warmup: Untimed runs before them.
+        batch_sizes: Slices per call for the per-batch latency.
+        threads: Backend threads; None: the physical cores.
+        out_dir: Where report.json, report.md, overlay.png and mask.nii.gz go (created).
+
+    Returns:
+        The report (also written to `out_dir/report.json` and `out_dir/report.md`).
+
+    Raises:
+        ConfigError: A bad backend, repeats, warmup, batch size or thread count.
+        InputError: The scan or a label map is missing or unreadable, or a label map is not on the scan's grid.
+        ArtifactError: Not a bundle, or a bundle file is altered.
+        MissingDependencyError: The backend is not installed.
+
+    Example:
+        >>> report = profile_bundle("out/liver.edgemed", "ct.nii.gz", teacher_predictions="seg.nii.gz",
+        ...                         out_dir="out/profile")
+        >>> report.stages["inference"].p50_ms, report.accuracy[0].dice
+    """
+    from edgemed import runtime
+    from edgemed.io import read_labels, read_volume, student_grid_geometry, write_nifti
+
+    config = ProfileConfig(backend=backend, repeats=repeats, warmup=warmup, batch_sizes=tuple(batch_sizes),
+                           threads=threads)
+    out = Path(out_dir)
+    scan_path = Path(scan)
+    rss_before = peak_rss_bytes()
+    volume = read_volume(scan_path)
+    # Label maps are checked before any timing: a map on another grid fails in seconds, not minutes.
+    references = []
+    if teacher_predictions is not None:
+        references.append(("teacher", read_labels(teacher_predictions, like=volume)))
+    if ground_truth is not None:
+        references.append(("ground_truth", read_labels(ground_truth, like=volume)))
+    out.mkdir(parents=True, exist_ok=True)
+    mask_path = out / "mask.nii.gz"
+    notes: list[str] = []
+    samples: dict[str, list[int]] = {s: [] for s in (*STAGES, "total")}
+    with runtime.load(bundle, backend=config.backend, threads=config.threads) as seg:
+        for i in range(config.warmup + config.repeats):
+            t0 = time.perf_counter_ns()
+            vol = read_volume(scan_path)
+            t1 = time.perf_counter_ns()
+            mask = seg.segment(vol)
+            t2 = time.perf_counter_ns()
+            write_nifti(mask, mask_path)
+            t3 = time.perf_counter_ns()
+            if i < config.warmup:
+                continue
+            tm = seg.last_timings
+            assert tm is not None  # segment() just finished
+            row = {"read": t1 - t0, "preprocess": int(tm.preprocess_ms * 1e6), "inference": int(tm.inference_ms * 1e6),
+                   "postprocess": int(tm.postprocess_ms * 1e6), "write": t3 - t2}
+            for name, ns in row.items():
+                samples[name].append(ns)
+            samples["total"].append((t1 - t0) + (t2 - t1) + (t3 - t2))
+        slices = int(seg.last_timings.slices) if seg.last_timings else int(volume.shape[2])
+        stages = {name: Percentiles.of_ns(v) for name, v in samples.items()}
+        geom = student_grid_geometry(volume, seg.bundle.preprocess)
+        spec = seg.bundle.inputs[0]
+        channels = int(seg.bundle.preprocess.in_channels)
+        fixed_batch = spec.shape[0] if isinstance(spec.shape[0], int) else None
+        batches = _batch_latency(seg.session, spec.name, (channels, *geom.padded_hw), config, fixed_batch, notes)
+        organs = seg.organs
+        backend_name = seg.backend
+        model_path = seg.bundle.model_path
+        bundle_path = seg.bundle.path
+    model = _model_facts(model_path, spec.name, (channels, *geom.padded_hw), fixed_batch, slices,
+                         stages["inference"].p50_ms, notes)
+    accuracy = _accuracy(mask.array, references, organs, volume.spacing_mm)
+    host = {**host_facts(), "backend": backend_name,
+            "threads": config.threads if config.threads is not None else runtime.physical_cores()}
+    memory = {"kind": "peak RSS of the whole process (getrusage ru_maxrss high-water mark, includes the interpreter "
+                      "and libraries loaded before profiling)",
+              "peak_rss_before_bytes": rss_before, "peak_rss_after_bytes": peak_rss_bytes()}
+    overlay = _overlay(volume, mask.array, references, organs, accuracy, out / "overlay.png", notes)
+    report = ProfileReport(bundle=bundle_path, scan=scan_path, backend=backend_name, config=config, slices=slices,
+                           stages=stages, batches=batches, memory=memory, model=model, accuracy=accuracy, host=host,
+                           notes=tuple(notes), report_json=out / "report.json", report_md=out / "report.md",
+                           overlay_png=overlay, mask=mask_path)
+    from edgemed.profiles._markdown import render_markdown
+
+    _write_text(report.report_json, json.dumps(report.to_json(), indent=2) + "\n")
+    _write_text(report.report_md, render_markdown(report))
+    return report
+
+
+def _batch_latency(session: Any, name: str, slice_shape: tuple[int, ...], config: ProfileConfig,
+                   fixed_batch: int | None, notes: list[str]) -> tuple[BatchLatency, ...]:
+    sizes = config.batch_sizes
+    if fixed_batch is not None:
+        if set(sizes) != {fixed_batch}:
+            notes.append(f"the model's batch is fixed at {fixed_batch}; batch sizes {list(sizes)} were replaced by it.")
+        sizes = (fixed_batch,)
+    rng = np.random.default_rng(0)
+    results = []
+    for b in sizes:
+        # Prepared slices lie in [0, 1] (0 = air / padding): uniform noise there is a valid input.
+        feed = {name: rng.random((b, *slice_shape), dtype=np.float32)}
+        for _ in range(config.warmup):
+            session.run(feed)
+        times = []
+        for _ in range(config.repeats):
+            t0 = time.perf_counter_ns()
+            session.run(feed)
+            times.append(time.perf_counter_ns() - t0)
+        lat = Percentiles.of_ns(times)
+        results.append(BatchLatency(batch_size=b, latency=lat, slices_per_s=b / max(lat.p50_ms / 1e3, 1e-12)))
+    return tuple(results)
+
+
+def _model_facts(model_path: Path, input_name: str, slice_shape: tuple[int, ...], fixed_batch: int | None,
+                 slices: int, inference_p50_ms: float, notes: list[str]) -> ModelFacts:
+    batch = fixed_batch or 1
+    shape = (batch, *slice_shape)
+    params = flops_slice = None
+    by_op: dict[str, int] = {}
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        notes.append("the onnx package is not installed: parameters and FLOPs were skipped (pip install onnx).")
+    else:
+        from edgemed.profiles._flops import count_flops, count_parameters
+
+        params = count_parameters(model_path)
+        count = count_flops(model_path, {input_name: shape})
+        flops_slice = count.flops // batch
+        by_op = {k: v // batch for k, v in count.by_op.items()}
+        if count.uncounted_nodes:
+            notes.append(f"{len(count.uncounted_nodes)} Conv/MatMul nodes had no inferred shapes and were not "
+                         f"counted: {list(count.uncounted_nodes)[:5]}")
+    peak = peak_matmul_gflops()
+    flops_volume = None if flops_slice is None else flops_slice * slices
+    achieved = None
+    if flops_volume is not None and inference_p50_ms > 0:
+        achieved = flops_volume / (inference_p50_ms / 1e3) / 1e9
+    return ModelFacts(size_bytes=model_path.stat().st_size, parameters=params, flops_per_slice=flops_slice,
+                      flops_per_volume=flops_volume, achieved_gflops=achieved, peak_gflops=peak,
+                      peak_percent=None if achieved is None else 100.0 * achieved / peak,
+                      input_shape=(1, *slice_shape), flops_by_op=by_op)
+
+
+def _accuracy(pred: np.ndarray, references: list[tuple[str, Any]], organs: Sequence[Any],
+              spacing_mm: Sequence[float]) -> tuple[OrganAccuracy, ...]:
+    from edgemed.metrics import dice, hd95_mm
+
+    rows = []
+    for ref_name, ref in references:
+        for organ in organs:
+            a, b = pred == organ.label_id, ref.array == organ.label_id
+            rows.append(OrganAccuracy(organ=organ.name, label_id=int(organ.label_id), reference=ref_name,
+                                      dice=float(dice(a, b)), hd95_mm=float(hd95_mm(a, b, spacing_mm))))
+    return tuple(rows)
+
+
+def _overlay(volume: Any, pred: np.ndarray, references: list[tuple[str, Any]], organs: Sequence[Any],
+             accuracy: tuple[OrganAccuracy, ...], path: Path, notes: list[str]) -> Path | None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        notes.append("matplotlib is not installed: overlay.png was skipped (pip install matplotlib).")
+        return None
+    from edgemed.profiles._overlay import draw_overlay
+
+    ids = [o.label_id for o in organs]
+    ref_name, ref = references[0] if references else ("", None)
+    dices = ", ".join(f"{a.organ} {a.dice:.3f}" for a in accuracy if a.reference == ref_name)
+    title = f"student vs {ref_name.replace('_', ' ')}: Dice {dices}" if ref is not None else "student mask"
+    return draw_overlay(volume.array, volume.spacing_mm, np.isin(pred, ids),
+                        None if ref is None else np.isin(ref.array, ids), path, title=title,
+                        reference_name=ref_name.replace("_", " ") or "reference")
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
