@@ -130,6 +130,7 @@ def run_teacher(session: Any, volume: Any, *, patch: tuple[int, int, int], class
     t_alloc = time.perf_counter() - t0
 
     def window(box: tuple[int, int, int]) -> tuple[float, float]:
+        t = time.perf_counter()
         sl = tuple(slice(o, o + p) for o, p in zip(box, patch))
         x = np.ascontiguousarray(image[sl][None, None])
         a = time.perf_counter()
@@ -138,7 +139,7 @@ def run_teacher(session: Any, volume: Any, *, patch: tuple[int, int, int], class
         out *= gauss
         logits[(slice(None), *sl)] += out
         weights[sl] += gauss
-        return b - a, time.perf_counter() - b
+        return b - a, time.perf_counter() - b + (a - t)  # inference, everything else
 
     # Warm-up on the first window (not accumulated twice: its result is discarded by re-zeroing).
     t0 = time.perf_counter()

@@ -36,7 +36,7 @@ def test_benchmark_tiny(real_data: Path, tmp_path: Path) -> None:
     bench = _bench()
     ct, seg = real_data / "totalseg" / "example_ct.nii.gz", real_data / "totalseg" / "example_seg_fast_force_split.nii.gz"
     config = DistillConfig(organs=("liver",), epochs=1, student_kwargs={"widths": [8, 16, 32]}, threads=1,
-                           ema_decay=None, preprocess=PreprocessSpec(spacing_mm=(6.0, 6.0), pad_multiple=4))
+                           ema_decay=None, preprocess=PreprocessSpec(spacing_mm=(6.0, 6.0), context_slices=1, pad_multiple=4))
     student = distill([ct], config, tmp_path / "student", teacher_predictions=[seg], progress=False)
     report = bench.benchmark(ct=ct, seg=seg, student=Path(student.path), work=tmp_path, windows=3, repeats=5,
                              threads=1, budget_s=0.0, patch=(32, 32, 32), features=(4, 8, 8, 8), classes=3,

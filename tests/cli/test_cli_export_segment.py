@@ -29,7 +29,7 @@ def student(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     scan = write_nifti(ct, root / "ct.nii.gz")
     seg = write_nifti(labels, root / "seg.nii.gz")
     cfg = DistillConfig(organs=("liver",), student_kwargs={"widths": [8, 16, 32]}, epochs=6, lr=1e-2, threads=2,
-                        preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), pad_multiple=4))
+                        preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), context_slices=1, pad_multiple=4))
     distill([scan], cfg, root / "student", teacher_predictions=[seg], progress=False)
     return root / "student", scan
 

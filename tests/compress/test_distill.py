@@ -15,7 +15,7 @@ from edgemed.phantom import PhantomConfig, make_phantom
 
 SMALL = PhantomConfig(shape=(48, 40, 24), spacing_mm=(8.0, 8.0, 10.0))
 FAST = dict(student="unet2d", student_kwargs={"widths": [8, 16, 32]}, epochs=6, batch_size=8, lr=1e-2,
-            preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), pad_multiple=4), threads=2)
+            preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), context_slices=1, pad_multiple=4), threads=2)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import _tiny_nnunet  # noqa: E402
 
 SMALL = PhantomConfig(shape=(32, 24, 16), spacing_mm=(6.0, 8.0, 9.0))
 FAST = dict(student="unet2d", student_kwargs={"widths": [4, 8]}, epochs=1, batch_size=4,
-            preprocess=PreprocessSpec(spacing_mm=(6.0, 8.0), pad_multiple=2), threads=2)
+            preprocess=PreprocessSpec(spacing_mm=(6.0, 8.0), context_slices=1, pad_multiple=2), threads=2)
 
 
 def test_distill_from_an_nnunet_folder(tmp_path: Path) -> None:

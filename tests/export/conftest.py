@@ -13,7 +13,7 @@ SMALL = PhantomConfig(shape=(48, 40, 24), spacing_mm=(8.0, 8.0, 10.0))
 # One torch thread: the CI box is shared, and oversubscribed torch threads run 40x slower there.
 # No EMA: over ~30 steps the average would still be mostly the random initialisation.
 FAST = dict(student="unet2d", student_kwargs={"widths": [8, 16, 32]}, epochs=6, batch_size=8, lr=1e-2,
-            preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), pad_multiple=4), threads=1, ema_decay=None)
+            preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), context_slices=1, pad_multiple=4), threads=1, ema_decay=None)
 
 
 @pytest.fixture(scope="session")

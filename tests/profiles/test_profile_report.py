@@ -32,7 +32,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     scan, seg = write_nifti(ct, root / "ct.nii.gz"), write_nifti(labels, root / "seg.nii.gz")
     cfg = DistillConfig(organs=("liver",), student="unet2d", student_kwargs={"widths": [8, 16, 32]}, epochs=6,
                         batch_size=8, lr=1e-2, threads=1, ema_decay=None,
-                        preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), pad_multiple=4))
+                        preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), context_slices=1, pad_multiple=4))
     student = distill([scan], cfg, root / "student", teacher_predictions=[seg], progress=False)
     bundle = to_onnx(student, root / "liver.edgemed", OnnxExportConfig(parity_max_slices=4))
     return bundle.path, scan, seg

@@ -31,7 +31,7 @@ def phantom_student(tmp_path_factory: pytest.TempPathFactory) -> StudentCheckpoi
         segs.append(root / f"seg{seed}.nii.gz")
         write_nifti(ct, scans[-1])
         write_nifti(labels, segs[-1])
-    config = DistillConfig(organs=("liver",), epochs=6, preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), pad_multiple=4),
+    config = DistillConfig(organs=("liver",), epochs=6, preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), context_slices=1, pad_multiple=4),
                            **_FAST)
     return distill(scans, config, root / "liver", teacher_predictions=segs, progress=False)
 
@@ -60,7 +60,7 @@ def real_ct(real_data: Path) -> Volume:
 def real_student(real_data: Path, real_ct: Volume, tmp_path_factory: pytest.TempPathFactory) -> StudentCheckpoint:
     # 4 epochs at 6 mm (~2 s): 2 epochs leave an all-liver or empty mask, which would make the
     # torch-vs-runtime agreement below trivially perfect.
-    config = DistillConfig(organs=("liver",), epochs=4, preprocess=PreprocessSpec(spacing_mm=(6.0, 6.0), pad_multiple=4),
+    config = DistillConfig(organs=("liver",), epochs=4, preprocess=PreprocessSpec(spacing_mm=(6.0, 6.0), context_slices=1, pad_multiple=4),
                            **_FAST)
     return distill([real_ct], config, tmp_path_factory.mktemp("rt_real") / "liver",
                    teacher_predictions=[real_data / "totalseg" / "example_seg_fast_force_split.nii.gz"], progress=False)
