@@ -64,3 +64,21 @@ def test_segment_refuses_an_altered_bundle(student: tuple[Path, Path], tmp_path:
     assert res.returncode == 1
     assert "altered" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "m.nii.gz").exists()
+
+
+def test_segment_a_dicom_series_to_dicom_seg(student: tuple[Path, Path], tmp_path: Path, real_data: Path) -> None:
+    ckpt, scan = student
+    bundle = tmp_path / "b"
+    assert _run(["export", str(ckpt), "--out", str(bundle)]).returncode == 0
+    series = real_data / "dcmqi_ct3slice" / "ct"
+    res = _run(["segment", str(bundle), str(series), "--out", str(tmp_path / "m.nii.gz"),
+                "--dicom-seg", str(tmp_path / "m.dcm")])
+    assert res.returncode == 0, res.stderr
+    assert "JANCT000" not in res.stderr + res.stdout  # no patient identifier in our output
+    ct = read_volume(series)
+    nifti = read_labels(tmp_path / "m.nii.gz", like=ct).array
+    seg = read_labels(tmp_path / "m.dcm", like=ct).array
+    np.testing.assert_array_equal(seg > 0, nifti == 5)
+    wrong = _run(["segment", str(bundle), str(scan), "--out", str(tmp_path / "x.nii.gz"),
+                  "--dicom-seg", str(tmp_path / "x.dcm")])
+    assert wrong.returncode == 2 and "DICOM series folder" in wrong.stderr

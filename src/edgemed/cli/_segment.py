@@ -17,9 +17,11 @@ __all__ = ["segment"]
 @click.option("--backend", type=click.Choice(["auto", "ort", "openvino"]), default="auto", show_default=True)
 @click.option("--threads", type=int, help="Backend threads (default: physical cores).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Slices per inference call.")
+@click.option("--dicom-seg", type=click.Path(path_type=Path),
+              help="Also write a DICOM-SEG referencing the input series (SCAN must be a DICOM series folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print voxel counts and stage timings as JSON.")
 def segment(bundle: Path, scan: Path, out: Path, backend: str, threads: int | None, batch_size: int,
-            as_json: bool) -> None:
+            dicom_seg: Path | None, as_json: bool) -> None:
     """Segment SCAN (NIfTI file or DICOM series folder) with BUNDLE; write a NIfTI label map.
 
     The mask is on the scan's own grid (resampled back from the student's spacing), with the
@@ -28,18 +30,26 @@ def segment(bundle: Path, scan: Path, out: Path, backend: str, threads: int | No
     \b
     Example:
       edgemed segment out/liver.edgemed ct.nii.gz --out liver.nii.gz
+      edgemed segment out/liver.edgemed dicom_series/ --out liver.nii.gz --dicom-seg liver_seg.dcm
     """
     import numpy as np
 
     from edgemed import runtime
+    from edgemed.errors import ConfigError
     from edgemed.io import read_volume, write_nifti
 
+    if dicom_seg is not None and not scan.is_dir():
+        raise ConfigError("--dicom-seg needs SCAN to be a DICOM series folder (the SEG references its images).")
     volume = read_volume(scan)
     with runtime.load(bundle, backend=backend, threads=threads) as seg:
         mask = seg.segment(volume, batch_size=batch_size)
         timings = seg.last_timings
         backend_name = seg.backend
     write_nifti(mask, out)
+    if dicom_seg is not None:
+        from edgemed.io._dicom_seg_write import write_dicom_seg
+
+        write_dicom_seg(mask, scan, dicom_seg, {o.label_id: o.name for o in seg.organs})
     spacing = np.prod(volume.spacing_mm)
     counts = {o.name: int((mask.array == o.label_id).sum()) for o in seg.organs}
     if as_json:

@@ -64,7 +64,7 @@ def read_dicom_seg(path: Path, ds: Dataset, like: Volume | None) -> Volume:
             values = frame.astype(labels.dtype)
         else:
             paint = frame.astype(bool)
-            values = np.full(frame.shape, _segment_number(groups, path, index), dtype=labels.dtype)
+            values = np.full(frame.shape, _segment_number(groups, shared, path, index), dtype=labels.dtype)
         clash = paint & (current != 0) & (current != values)
         overlap += int(clash.sum())
         labels[target] = np.where(paint & ~(clash & (current > values)), values, current)
@@ -87,7 +87,14 @@ def _frames(path: Path, ds: Dataset) -> np.ndarray:
     return frames[np.newaxis] if frames.ndim == 2 else frames
 
 
-def _segment_number(groups: Dataset, path: Path, index: int) -> int:
+def _segment_number(groups: Dataset, shared: Dataset | None, path: Path, index: int) -> int:
+    # A SEG with one segment may name it once, in the shared functional groups (highdicom does).
+    for where in (groups, shared):
+        if where is not None and "SegmentIdentificationSequence" in where:
+            try:
+                return int(where.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            except (AttributeError, IndexError):
+                break
     try:
         return int(groups.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
     except (AttributeError, IndexError) as err:
