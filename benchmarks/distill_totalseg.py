@@ -29,6 +29,28 @@ OUT = ROOT / "benchmarks" / "results" / "distill_totalseg.json"
 TARGET_LIVER_DICE = 0.95
 
 
+def _write(args: argparse.Namespace, results: list[dict[str, object]], *, complete: bool) -> None:
+    report = {
+        "benchmark": "distill_totalseg",
+        "teacher": "TotalSegmentator fast model (example_seg_fast_force_split.nii.gz)",
+        "scan": "example_ct.nii.gz (122x101x112, 3 mm)",
+        "student": args.student,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "complete": complete,
+        "organs_asked": args.organs,
+        "results": results,
+        "liver_target": TARGET_LIVER_DICE,
+        "liver_pass": next((r["dice_vs_teacher_heldout"] >= TARGET_LIVER_DICE for r in results  # type: ignore[operator]
+                            if r["organ"] == "liver"), None),
+        "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = args.out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
+    tmp_out.replace(args.out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--organs", nargs="+", default=["liver", "spleen", "kidney_left", "kidney_right"])
@@ -41,7 +63,7 @@ def main() -> int:
     if not ct.exists():
         print(f"real data not found at {DATA}; set EDGEMED_DATA", file=sys.stderr)
         return 2
-    results = []
+    results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for organ in args.organs:
             config = DistillConfig(organs=(organ,), student=args.student, epochs=args.epochs, seed=args.seed)
@@ -57,23 +79,8 @@ def main() -> int:
                 "history_last": json.loads((ckpt.path / "history.json").read_text())[-1],
             })
             print(json.dumps(results[-1]), file=sys.stderr)
-    report = {
-        "benchmark": "distill_totalseg",
-        "teacher": "TotalSegmentator fast model (example_seg_fast_force_split.nii.gz)",
-        "scan": "example_ct.nii.gz (122x101x112, 3 mm)",
-        "student": args.student,
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "results": results,
-        "liver_target": TARGET_LIVER_DICE,
-        "liver_pass": next((r["dice_vs_teacher_heldout"] >= TARGET_LIVER_DICE for r in results if r["organ"] == "liver"),
-                           None),
-        "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
-    tmp_out.replace(args.out)
+            # Written after every organ: a run stopped half-way keeps what it measured.
+            _write(args, results, complete=len(results) == len(args.organs))
     print(f"wrote {args.out}")
     return 0
 
