@@ -1,7 +1,7 @@
 """Typed artifacts at stage boundaries: directories with a manifest.json (stdlib + numpy only)."""
 
 from edgemed.artifacts._manifest import MANIFEST, Manifest, read_manifest, sha256_file, write_artifact
-from edgemed.artifacts._specs import OrganChannel, PostprocessSpec, PreprocessSpec
+from edgemed.artifacts._specs import OrganChannel, PostprocessSpec, PreprocessSpec, SpecsFromMetadata
 from edgemed.artifacts._student import STUDENT_KIND, StudentCheckpoint
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "OrganChannel",
     "PostprocessSpec",
     "PreprocessSpec",
+    "SpecsFromMetadata",
     "StudentCheckpoint",
     "read_manifest",
     "sha256_file",

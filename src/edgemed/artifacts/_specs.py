@@ -7,7 +7,7 @@ from typing import Any
 
 from edgemed.errors import ConfigError
 
-__all__ = ["OrganChannel", "PostprocessSpec", "PreprocessSpec"]
+__all__ = ["OrganChannel", "PostprocessSpec", "PreprocessSpec", "SpecsFromMetadata"]
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,28 @@ class OrganChannel:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {"channel": self.channel, "label_id": self.label_id, "name": self.name}
+
+
+class SpecsFromMetadata:
+    """The specs every deployable artifact carries in its manifest metadata (student, bundle).
+
+    Subclasses provide `metadata` (the manifest's metadata block).
+    """
+
+    metadata: Any
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        """The preprocessing the student was trained with; the runtime applies exactly this."""
+        return PreprocessSpec.from_json(self.metadata["preprocess"])
+
+    @property
+    def postprocess(self) -> PostprocessSpec:
+        """How probabilities become a mask (argmax; optional largest connected component)."""
+        return PostprocessSpec.from_json(self.metadata.get("postprocess", {}))
+
+    @property
+    def organs(self) -> tuple[OrganChannel, ...]:
+        """Output channels 1.. and the organs (label ids in the teacher's map) they segment."""
+        return tuple(OrganChannel(int(o["channel"]), int(o["label_id"]), str(o["name"]))
+                     for o in self.metadata["organs"])

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgemed.artifacts._manifest import Manifest, read_manifest
-from edgemed.artifacts._specs import OrganChannel, PostprocessSpec, PreprocessSpec
+from edgemed.artifacts._specs import SpecsFromMetadata
 from edgemed.errors import ArtifactError
 
 __all__ = ["STUDENT_KIND", "StudentCheckpoint"]
@@ -22,13 +22,13 @@ ARCHITECTURE = "architecture.json"
 
 
 @dataclass(frozen=True)
-class StudentCheckpoint:
+class StudentCheckpoint(SpecsFromMetadata):
     """A distilled (or pruned) student on disk.
 
     Example:
         >>> ckpt = StudentCheckpoint.load("runs/liver")
         >>> ckpt.organs[0].name, ckpt.preprocess.spacing_mm
-        ('liver', (2.0, 2.0))
+        ('liver', (3.0, 3.0))
     """
 
     path: Path
@@ -54,20 +54,8 @@ class StudentCheckpoint:
         """The architecture spec (arch, in_channels, num_classes, kwargs)."""
         return json.loads((self.path / ARCHITECTURE).read_text())
 
-    @property
-    def preprocess(self) -> PreprocessSpec:
-        """The preprocessing the student was trained with."""
-        return PreprocessSpec.from_json(self.metadata["preprocess"])
 
-    @property
-    def postprocess(self) -> PostprocessSpec:
-        """How logits become a mask."""
-        return PostprocessSpec.from_json(self.metadata.get("postprocess", {}))
 
-    @property
-    def organs(self) -> tuple[OrganChannel, ...]:
-        """Output channels 1.. and the organs they segment."""
-        return tuple(OrganChannel(**o) for o in self.metadata["organs"])
 
     def state_dict_numpy(self) -> dict[str, np.ndarray]:
         """The weights as numpy arrays (safetensors; no pickle, no torch needed)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgemed.artifacts import Manifest, OrganChannel, PostprocessSpec, PreprocessSpec, read_manifest
+from edgemed.artifacts import Manifest, SpecsFromMetadata, read_manifest
 from edgemed.errors import ArtifactError, ConfigError
 from edgemed.runtime._types import TensorSpec
 
@@ -23,7 +23,7 @@ MODEL_FILE = "model.onnx"
 
 
 @dataclass(frozen=True)
-class OnnxBundle:
+class OnnxBundle(SpecsFromMetadata):
     """An exported model with its preprocessing, labels, parity record and lineage.
 
     Example:
@@ -99,21 +99,8 @@ class OnnxBundle:
         """The model's outputs (one: per-class logits)."""
         return tuple(TensorSpec.from_json(t) for t in self.metadata["outputs"])
 
-    @property
-    def preprocess(self) -> PreprocessSpec:
-        """The preprocessing the student was trained with; the runtime applies exactly this."""
-        return PreprocessSpec.from_json(self.metadata["preprocess"])
 
-    @property
-    def postprocess(self) -> PostprocessSpec:
-        """How probabilities become a mask (argmax; optional largest connected component)."""
-        return PostprocessSpec.from_json(self.metadata.get("postprocess", {}))
 
-    @property
-    def organs(self) -> tuple[OrganChannel, ...]:
-        """Output channels 1.. and the organs (label ids in the teacher's map) they segment."""
-        return tuple(OrganChannel(int(o["channel"]), int(o["label_id"]), str(o["name"]))
-                     for o in self.metadata["organs"])
 
     @property
     def label_map(self) -> str:
