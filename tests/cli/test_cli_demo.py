@@ -25,3 +25,5 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert (out / "liver.edgemed" / "model.onnx").is_file()
     assert student["runtime_vs_torch_mask_dice"] >= 0.999
     assert student["export_parity"]["max_abs_logit_diff"] < 1e-3
+    assert (out / "profile" / "report.md").is_file() and (out / "profile" / "overlay.png").is_file()
+    assert json.loads((out / "profile" / "report.json").read_text())["stages"]["inference"]["p50_ms"] > 0

@@ -41,5 +41,5 @@ def demo(out: Path, threads: int | None, quick: bool, quiet: bool) -> None:
                f"{st['dice_vs_truth']:>15.3f}{st['dice_vs_teacher']:>17.3f}")
     click.echo(f"\nliver on {len(s['test_scans'])} unseen phantom(s); teacher timed in torch, student in "  # type: ignore[arg-type]
                f"edgemed.runtime (ONNX Runtime, no torch); runtime vs torch mask Dice {st['runtime_vs_torch_mask_dice']:.4f}")
-    click.echo(f"report: {out / 'report.json'}")
+    click.echo(f"report: {out / 'report.json'}; profile: {s['artifacts']['profile_report']}")  # type: ignore[index]
     click.echo(f"next: edgemed segment {out / 'liver.edgemed'} SCAN --out liver.nii.gz")
