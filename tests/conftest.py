@@ -22,3 +22,4 @@ def real_data() -> Path:
     if not (root / "totalseg" / "example_ct.nii.gz").exists():
         pytest.skip(f"real scans not found at {root}; set EDGEMED_DATA to the shared data folder")
     return root
+

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _phantom_pairs import write_phantom_pairs
 
 from edgemed.artifacts import PreprocessSpec, StudentCheckpoint
 from edgemed.compress import AugmentConfig, DistillConfig, config_from_dict, distill
 from edgemed.errors import ConfigError, InputError
-from edgemed.io import write_nifti
-from edgemed.phantom import PhantomConfig, make_phantom
+from edgemed.phantom import PhantomConfig
 
 SMALL = PhantomConfig(shape=(48, 40, 24), spacing_mm=(8.0, 8.0, 10.0))
 FAST = dict(student="unet2d", student_kwargs={"widths": [8, 16, 32]}, epochs=6, batch_size=8, lr=1e-2,
@@ -21,13 +21,7 @@ FAST = dict(student="unet2d", student_kwargs={"widths": [8, 16, 32]}, epochs=6, 
 @pytest.fixture(scope="module")
 def phantom_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[Path]]:
     root = tmp_path_factory.mktemp("phantoms")
-    scans, segs = [], []
-    for seed in range(2):
-        ct, labels = make_phantom(seed, SMALL)
-        scans.append(root / f"ct{seed}.nii.gz")
-        segs.append(root / f"seg{seed}.nii.gz")
-        write_nifti(ct, scans[-1])
-        write_nifti(labels, segs[-1])
+    scans, segs = write_phantom_pairs(root, range(2), SMALL)
     return scans, segs
 
 

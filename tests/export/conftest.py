@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from _phantom_pairs import write_phantom_pairs
 
 from edgemed.artifacts import PreprocessSpec, StudentCheckpoint
 from edgemed.compress import DistillConfig, distill
-from edgemed.io import write_nifti
-from edgemed.phantom import PhantomConfig, make_phantom
+from edgemed.phantom import PhantomConfig
 
 SMALL = PhantomConfig(shape=(48, 40, 24), spacing_mm=(8.0, 8.0, 10.0))
 # One torch thread: the CI box is shared, and oversubscribed torch threads run 40x slower there.
@@ -19,12 +19,6 @@ FAST = dict(student="unet2d", student_kwargs={"widths": [8, 16, 32]}, epochs=6, 
 @pytest.fixture(scope="session")
 def export_student(tmp_path_factory: pytest.TempPathFactory) -> StudentCheckpoint:
     root = tmp_path_factory.mktemp("export_student")
-    scans, segs = [], []
-    for seed in range(2):
-        ct, labels = make_phantom(seed, SMALL)
-        scans.append(root / f"ct{seed}.nii.gz")
-        segs.append(root / f"seg{seed}.nii.gz")
-        write_nifti(ct, scans[-1])
-        write_nifti(labels, segs[-1])
+    scans, segs = write_phantom_pairs(root, range(2), SMALL)
     return distill(scans, DistillConfig(organs=("liver",), **FAST), root / "liver", teacher_predictions=segs,
                    progress=False)

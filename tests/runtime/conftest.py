@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _phantom_pairs import write_phantom_pairs
 
 from edgemed.artifacts import PreprocessSpec, StudentCheckpoint
 from edgemed.compress import DistillConfig, distill
-from edgemed.io import Volume, read_volume, write_nifti
+from edgemed.io import Volume, read_volume
 from edgemed.phantom import PhantomConfig, make_phantom
 from edgemed.runtime import OnnxBundle
 
@@ -24,13 +25,7 @@ _FAST = dict(student="unet2d", student_kwargs={"widths": [8, 16, 32]}, batch_siz
 @pytest.fixture(scope="session")
 def phantom_student(tmp_path_factory: pytest.TempPathFactory) -> StudentCheckpoint:
     root = tmp_path_factory.mktemp("rt_phantom")
-    scans, segs = [], []
-    for seed in range(2):
-        ct, labels = make_phantom(seed, SMALL)
-        scans.append(root / f"ct{seed}.nii.gz")
-        segs.append(root / f"seg{seed}.nii.gz")
-        write_nifti(ct, scans[-1])
-        write_nifti(labels, segs[-1])
+    scans, segs = write_phantom_pairs(root, range(2), SMALL)
     config = DistillConfig(organs=("liver",), epochs=6, preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), context_slices=1, pad_multiple=4),
                            **_FAST)
     return distill(scans, config, root / "liver", teacher_predictions=segs, progress=False)
