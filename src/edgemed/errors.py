@@ -6,6 +6,7 @@ __all__ = [
     "ArtifactError",
     "BackendError",
     "CompatibilityError",
+    "EdgemedWarning",
     "ConfigError",
     "EdgemedError",
     "InputError",
@@ -44,3 +45,7 @@ class BackendError(EdgemedError):
 
 class MissingDependencyError(EdgemedError, ImportError):
     """An optional dependency needed for this operation is not installed."""
+
+
+class EdgemedWarning(UserWarning):
+    """Something works but the user should know it may not mean what it seems (shown by the CLI)."""

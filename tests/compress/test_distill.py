@@ -14,14 +14,16 @@ from edgemed.errors import ConfigError, InputError
 from edgemed.phantom import PhantomConfig
 
 SMALL = PhantomConfig(shape=(48, 40, 24), spacing_mm=(8.0, 8.0, 10.0))
-FAST = dict(student="unet2d", student_kwargs={"widths": [8, 16, 32]}, epochs=6, batch_size=8, lr=1e-2,
+# Mild augmentation: phantoms need no robustness to other scanners, and 8 epochs are few.
+FAST = dict(student="unet2d", student_kwargs={"widths": [8, 16, 32]}, epochs=8, batch_size=8, lr=1e-2,
+            augment=AugmentConfig(scale=(0.9, 1.1), aspect=0.0, elastic=0.0),
             preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), context_slices=1, pad_multiple=4), threads=2)
 
 
 @pytest.fixture(scope="module")
 def phantom_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[Path]]:
     root = tmp_path_factory.mktemp("phantoms")
-    scans, segs = write_phantom_pairs(root, range(2), SMALL)
+    scans, segs = write_phantom_pairs(root, range(3), SMALL)
     return scans, segs
 
 
@@ -36,9 +38,17 @@ def test_student_learns_liver_from_stored_labels(liver_student: StudentCheckpoin
     meta = liver_student.metadata
     assert meta["organs"] == [{"channel": 1, "label_id": 5, "name": "liver"}]
     assert meta["teacher"]["kind"] == "stored"
-    # Held-out block, native grid: a 6-epoch tiny student already finds the phantom liver.
-    assert meta["validation"]["dice"]["liver"] > 0.7
-    assert len(meta["validation"]["per_scan"]) == 2
+    # Three scans: the last is held out whole, never trained on (native grid). An 8-epoch tiny
+    # student trained on two phantoms finds most of the liver of a third, unseen one, and
+    # learned it during training (the first epoch's validation Dice is far lower).
+    assert meta["validation"]["dice"]["liver"] > 0.5
+    import json
+
+    history = json.loads((liver_student.path / "history.json").read_text())
+    assert history[-1]["val_dice"]["liver"] > history[0]["val_dice"]["liver"] + 0.2
+    assert meta["validation"]["holdout_kind"] == "scans"
+    assert [p["scan"] for p in meta["validation"]["per_scan"]] == ["ct2.nii.gz"]
+    assert meta["validation"]["per_scan"][0]["whole_scan"] is True
     assert meta["training"]["soft_targets"] is False
 
 
@@ -81,7 +91,7 @@ def test_soft_targets_from_probability_maps(phantom_files: tuple[list[Path], lis
     meta = ckpt.metadata
     assert meta["training"]["soft_targets"] is True
     assert [o["name"] for o in meta["organs"]] == ["liver", "spleen"]
-    assert meta["validation"]["dice"]["liver"] > 0.6
+    assert meta["validation"]["dice"]["liver"] > 0.4
 
 
 def test_unknown_organ_suggests_a_name() -> None:
@@ -117,3 +127,51 @@ def test_config_validation_and_typos() -> None:
         AugmentConfig(scale=(1.2, 0.9))
     cfg = config_from_dict({"organs": ["liver"], "preprocess": {"spacing_mm": [1.5, 1.5]}, "augment": {"prob": 0.5}})
     assert cfg.preprocess.spacing_mm == (1.5, 1.5) and cfg.augment.prob == 0.5
+
+
+def test_one_scan_holds_out_slices_and_warns(phantom_files: tuple[list[Path], list[Path]], tmp_path: Path) -> None:
+    from edgemed.errors import EdgemedWarning
+
+    scans, segs = phantom_files
+    cfg = DistillConfig(organs=("liver",), **{**FAST, "epochs": 1})
+    with pytest.warns(EdgemedWarning, match="only slices of the training scan"):
+        ckpt = distill(scans[:1], cfg, tmp_path / "one", teacher_predictions=segs[:1], progress=False)
+    val = ckpt.metadata["validation"]
+    assert val["holdout_kind"] == "slices" and val["per_scan"][0]["whole_scan"] is False
+
+
+def test_heldout_scans_rule() -> None:
+    from edgemed.compress._slices import heldout_scans
+
+    assert heldout_scans(1, 0.2) == []
+    assert heldout_scans(2, 0.2) == [1]
+    assert heldout_scans(10, 0.2) == [8, 9]
+    assert heldout_scans(3, 0.9) == [1, 2]  # never all of them
+    assert heldout_scans(5, 0.0) == []
+
+
+def test_context_truncation_repeats_the_last_neighbour_kept(phantom_files: tuple[list[Path], list[Path]]) -> None:
+    from edgemed.compress._slices import make_batch, scan_slices
+    from edgemed.io import read_labels, read_volume
+
+    scans, segs = phantom_files
+    vol = read_volume(scans[0])
+    mask = (read_labels(segs[0], like=vol).array == 5).astype(np.uint8)
+    spec = PreprocessSpec(spacing_mm=(8.0, 8.0), context_slices=3, context_spacing_mm=None, pad_multiple=4)
+    sc = scan_slices("ct0", vol, np.stack([1.0 - mask, mask]), mask, spec, 0.2)
+    picks = [(0, 12)] * 64
+    full, _, _ = make_batch([sc], picks, 3, 2)
+    cut, _, _ = make_batch([sc], picks, 3, 2, rng=np.random.default_rng(0), truncate_prob=1.0)
+    assert np.array_equal(cut[:, 3], full[:, 3])  # the slice itself never changes
+    truncated = 0
+    for x_full, x_cut in zip(full, cut):
+        same = [np.array_equal(x_cut[c], x_full[c]) for c in range(7)]
+        below = next(c for c in range(4) if same[c])        # first neighbour kept on the inferior side
+        above = max(c for c in range(3, 7) if same[c])      # last kept on the superior side
+        assert all(same[below:above + 1])
+        assert all(np.array_equal(x_cut[c], x_full[below]) for c in range(below))
+        assert all(np.array_equal(x_cut[c], x_full[above]) for c in range(above + 1, 7))
+        truncated += below > 0 or above < 6
+    assert truncated > 32  # most picks lose some context at probability 1
+    again, _, _ = make_batch([sc], picks, 3, 2, rng=np.random.default_rng(0), truncate_prob=0.0)
+    assert np.array_equal(again, full)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -83,7 +82,10 @@ def test_none_keeps_axes_and_spacing_validation() -> None:
 
 def test_resample_array_half_pixel_and_channels() -> None:
     row = np.array([0.0, 1.0, 2.0, 3.0], np.float32)
-    np.testing.assert_allclose(resample_array(row, (2,), "linear"), [0.5, 2.5])  # box average at 2x
+    # Shrinking averages the linear interpolant (edge values extend) over each output voxel:
+    # at 2x, the first output covers [0, 2) in input widths: (0 * 0.5 + 1.125) / 2.
+    np.testing.assert_allclose(resample_array(row, (2,), "linear"), [0.5625, 2.4375])
+    np.testing.assert_allclose(resample_array(np.arange(12.0), (3,), "linear")[1], 5.5)  # linear stays exact
     np.testing.assert_allclose(resample_array(row, (8,), "linear"), [0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3])
     stack = np.stack([_blob((16, 16, 4))] * 3)
     out = resample_array(stack, (None, 8, 8, None), "linear")
@@ -120,11 +122,12 @@ def test_oblique_target_uses_the_general_path() -> None:
     np.testing.assert_allclose(out.array[:5], expected, atol=1e-5)
 
 
-def test_in_plane_half_of_a_ct_is_fast() -> None:
-    volume = Volume(np.tile(_blob((512, 512, 1)), (1, 1, 100)), AFFINE)
-    resample_to_spacing(Volume(volume.array[:64, :64], AFFINE), (1.6, 1.6, None), order="linear")  # warm up
-    start = time.perf_counter()
+def test_in_plane_half_of_a_ct_averages_and_keeps_slices() -> None:
+    # (Speed is measured in benchmarks, never asserted in unit tests.)
+    volume = Volume(np.tile(_blob((512, 512, 1)), (1, 1, 20)), AFFINE)
     out = resample_to_spacing(volume, (1.6, 1.6, None), order="linear")
-    elapsed_s = time.perf_counter() - start
-    assert out.shape == (256, 256, 100)
-    assert elapsed_s < 1.0, f"in-plane half of 512x512x100 took {elapsed_s:.2f} s"
+    assert out.shape == (256, 256, 20)
+    np.testing.assert_allclose(out.array.mean(), volume.array.mean(), rtol=1e-3)  # antialiasing keeps the mean
+    noise = np.random.default_rng(0).normal(size=(512, 512, 1)).astype(np.float32)
+    halved = resample_to_spacing(Volume(noise, AFFINE), (1.6, 1.6, None), order="linear").array
+    assert halved.std() < 0.6 * noise.std()  # 2x2 averaging: noise drops (point sampling would keep it)

@@ -63,3 +63,12 @@ def test_unknown_architecture_and_option() -> None:
         StudentSpec(arch="vit_giant", in_channels=3, num_classes=2)
     with pytest.raises(ConfigError, match="does not take"):
         create_student(StudentSpec(arch="unet2d", in_channels=3, num_classes=2, kwargs={"depth": 9}))
+
+
+def test_spec_records_the_defaults_it_was_built_with() -> None:
+    # A stored spec must rebuild the same network even after the zoo's defaults change.
+    spec = StudentSpec(arch="unet2d", in_channels=3, num_classes=2)
+    assert spec.to_json()["kwargs"]["widths"] == list(STUDENTS["unet2d"].defaults["widths"])
+    assert StudentSpec.from_json(spec.to_json()) == spec
+    old = {"arch": "unet2d", "in_channels": 3, "num_classes": 2, "kwargs": {"widths": [8, 16, 32]}}
+    assert StudentSpec.from_json(old).members == 1

@@ -23,6 +23,11 @@ class PreprocessSpec:
             1 mm and a 5 mm scan give the student the same anatomy per channel. None: adjacent
             slices, whatever their thickness.
         pad_multiple: Height and width are padded to a multiple of this (the network's stride).
+        body_crop: Crop each scan in-plane to the patient's body (plus `body_margin_mm`) before
+            resampling: the table, the air around the patient and arms held apart from the trunk
+            are cut away, so scanners with a wide or a tight field of view look alike to the
+            student. The runtime crops identically and returns masks on the full grid.
+        body_margin_mm: Air kept around the body when cropping.
     """
 
     modality: str = "CT"
@@ -31,6 +36,8 @@ class PreprocessSpec:
     context_slices: int = 4
     context_spacing_mm: float | None = 6.0
     pad_multiple: int = 16
+    body_crop: bool = True
+    body_margin_mm: float = 10.0
 
     def __post_init__(self) -> None:
         # Recipes and JSON give lists; keep tuples so specs compare and hash by value.
@@ -49,6 +56,8 @@ class PreprocessSpec:
             raise ConfigError(f"context_spacing_mm={self.context_spacing_mm} must be > 0, or None for adjacent slices.")
         if self.pad_multiple < 1:
             raise ConfigError(f"pad_multiple={self.pad_multiple} must be >= 1.")
+        if self.body_margin_mm < 0:
+            raise ConfigError(f"body_margin_mm={self.body_margin_mm} must be >= 0, e.g. 10.")
 
     @property
     def in_channels(self) -> int:
@@ -59,14 +68,18 @@ class PreprocessSpec:
         """A JSON-ready dict."""
         return {"modality": self.modality, "spacing_mm": list(self.spacing_mm), "window_hu": list(self.window_hu),
                 "context_slices": self.context_slices, "context_spacing_mm": self.context_spacing_mm,
-                "pad_multiple": self.pad_multiple}
+                "pad_multiple": self.pad_multiple, "body_crop": self.body_crop,
+                "body_margin_mm": self.body_margin_mm}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "PreprocessSpec":
         """Inverse of `to_json`."""
         return cls(modality=raw["modality"], spacing_mm=tuple(raw["spacing_mm"]),  # type: ignore[arg-type]
                    window_hu=tuple(raw["window_hu"]), context_slices=int(raw["context_slices"]),  # type: ignore[arg-type]
-                   context_spacing_mm=raw.get("context_spacing_mm"), pad_multiple=int(raw["pad_multiple"]))
+                   context_spacing_mm=raw.get("context_spacing_mm"), pad_multiple=int(raw["pad_multiple"]),
+                   # Artifacts written before body cropping existed saw whole slices.
+                   body_crop=bool(raw.get("body_crop", False)),
+                   body_margin_mm=float(raw.get("body_margin_mm", 10.0)))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import click
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
 
     Exit codes: 0 ok, 1 failed, 2 bad usage or config.
     """
+    _show_edgemed_warnings_plainly()
     try:
         _cli.main(args=argv, prog_name="edgemed", standalone_mode=False)
     except click.exceptions.Abort:
@@ -73,3 +75,18 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+
+
+def _show_edgemed_warnings_plainly() -> None:
+    """edgemed's own warnings print as "warning: ..." lines; other libraries' keep Python's format."""
+    from edgemed.errors import EdgemedWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, EdgemedWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show

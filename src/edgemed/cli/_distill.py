@@ -52,8 +52,13 @@ __all__ = ["distill"]
               help="2.5D neighbours on each side.")
 @click.option("--context-spacing-mm", type=float, default=_P.context_spacing_mm, show_default=True,
               help="Distance between 2.5D neighbours (interpolated along z, so slice thickness does not matter).")
+@click.option("--body-crop/--no-body-crop", default=_P.body_crop, show_default=True,
+              help="Crop scans to the patient's body (no table, air or arms held apart) before resampling.")
+@click.option("--ensemble", type=int, default=_D.ensemble, show_default=True,
+              help="Students averaged into one model (more robust on unseen scanners; N x the cost).")
 @click.option("--holdout-fraction", type=float, default=_D.holdout_fraction, show_default=True,
-              help="Contiguous block of organ slices held out for validation.")
+              help="Held out for validation: this share of the scans (whole) when there are 2 or more, "
+                   "else a central block of this share of the organ's slices.")
 @click.option("--seed", type=int, default=_D.seed, show_default=True)
 @click.option("--threads", type=int, help="torch threads (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
@@ -63,8 +68,8 @@ def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teache
             teacher_patch_size: tuple[int, int, int] | None, teacher_classes: str | None, label_map: str,
             organs: tuple[str, ...], out: Path, student: str, widths: tuple[int, ...], epochs: int,
             batch_size: int, lr: float, temperature: float, spacing_mm: tuple[float, float],
-            window_hu: tuple[float, float], context_slices: int, context_spacing_mm: float, holdout_fraction: float,
-            seed: int, threads: int | None, as_json: bool, quiet: bool) -> None:
+            window_hu: tuple[float, float], context_slices: int, context_spacing_mm: float, body_crop: bool,
+            ensemble: int, holdout_fraction: float, seed: int, threads: int | None, as_json: bool, quiet: bool) -> None:
     """Distill a teacher into an organ-specific student, label-free.
 
     \b
@@ -83,9 +88,9 @@ def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teache
     config = DistillConfig(
         organs=organs, label_map=label_map, student=student, student_kwargs={"widths": list(widths)} if widths else {},
         epochs=epochs, batch_size=batch_size, lr=lr,
-        temperature=temperature, holdout_fraction=holdout_fraction, seed=seed, threads=threads,
+        temperature=temperature, holdout_fraction=holdout_fraction, ensemble=ensemble, seed=seed, threads=threads,
         preprocess=PreprocessSpec(spacing_mm=spacing_mm, window_hu=window_hu, context_slices=context_slices,
-                                  context_spacing_mm=context_spacing_mm),
+                                  context_spacing_mm=context_spacing_mm, body_crop=body_crop),
     )
     teacher_obj = None
     if teacher:
@@ -101,8 +106,9 @@ def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teache
         return
     dice = meta["validation"].get("dice", {})
     click.echo(f"wrote {out}  ({meta['training']['parameters']:,d} parameters, {meta['training']['seconds']} s)")
+    held = "scans" if meta["validation"].get("holdout_kind") == "scans" else "slices"
     for organ, value in dice.items():
-        click.echo(f"  {organ:<24} Dice vs teacher on held-out slices: {value:.4f}")
+        click.echo(f"  {organ:<24} Dice vs teacher on held-out {held}: {value:.4f}")
     click.echo(f"next: edgemed inspect {out}")
     sys.stdout.flush()
 

@@ -27,13 +27,22 @@ def augment_batch(x: torch.Tensor, target: torch.Tensor, cfg: AugmentConfig,
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=gen)  # noqa: E731
     angle = u(-cfg.rotate_deg, cfg.rotate_deg) * math.pi / 180
     zoom = u(*cfg.scale)
+    stretch = u(-cfg.aspect, cfg.aspect)
+    zx, zy = zoom * (1 + stretch), zoom / (1 + stretch)
     tx, ty = u(-cfg.translate_frac, cfg.translate_frac) * 2, u(-cfg.translate_frac, cfg.translate_frac) * 2
     flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # Output → input sampling map: (rotation · diag(1/zx, 1/zy)) plus a shift; grid x is the last axis.
+    theta = torch.stack([torch.stack([cos / zy * flip, -sin / zx, tx], 1),
+                         torch.stack([sin / zy * flip, cos / zx, ty], 1)], 1)
     ident = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(n, 2, 3)
     theta = torch.where(active[:, None, None], theta, ident)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if cfg.elastic > 0:
+        # A smooth displacement field: random offsets on a 4 x 4 lattice, upsampled bicubically.
+        coarse = (torch.rand(n, 2, 4, 4, generator=gen) * 2 - 1) * (2 * cfg.elastic)
+        field = F.interpolate(coarse, size=x.shape[2:], mode="bicubic", align_corners=True)
+        grid = grid + torch.where(active[:, None, None, None], field.permute(0, 2, 3, 1), 0.0)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     bg = torch.zeros_like(target)
     bg[:, 0] = 1.0

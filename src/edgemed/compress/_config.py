@@ -19,7 +19,10 @@ class AugmentConfig:
     Attributes:
         prob: Probability that a slice is augmented at all.
         rotate_deg: Max in-plane rotation.
-        scale: (min, max) isotropic zoom.
+        scale: (min, max) zoom: body size, and a field of view wider or tighter than the scan's.
+        aspect: Max relative change of width vs height (body habitus: broad or slim patients).
+        elastic: Amplitude of a smooth random deformation, as a fraction of the slice size
+            (organ shape varies between patients; one training scan shows only one shape).
         translate_frac: Max shift as a fraction of the slice size.
         intensity_scale: Max relative contrast change (windowed units).
         intensity_shift: Max brightness shift (windowed units; 0.05 ≈ 35 HU at the default window).
@@ -27,29 +30,39 @@ class AugmentConfig:
         noise_std: Max Gaussian noise sigma (windowed units).
         flip: Mirror left-right. Off by default: organs are lateralised (liver right, spleen left),
             and mirrored anatomy teaches the student that a liver may sit on the left.
+        context_truncate: Probability that a slice's 2.5D context is cut short on each side by a
+            random number of neighbours (repeating the last one kept), as the runtime feeds the
+            first and last slices of a scan and every slice of a scan a few slices thick.
     """
 
     prob: float = 0.8
     rotate_deg: float = 10.0
-    scale: tuple[float, float] = (0.9, 1.1)
+    scale: tuple[float, float] = (0.8, 1.2)
+    aspect: float = 0.15
+    elastic: float = 0.03
     translate_frac: float = 0.05
     intensity_scale: float = 0.1
     intensity_shift: float = 0.05
     gamma: tuple[float, float] = (0.8, 1.25)
     noise_std: float = 0.03
     flip: bool = False
+    context_truncate: float = 0.25
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
         object.__setattr__(self, "gamma", tuple(float(v) for v in self.gamma))
         if not 0.0 <= self.prob <= 1.0:
             raise ConfigError(f"augment.prob={self.prob} must be in [0, 1].")
+        if not 0.0 <= self.context_truncate <= 1.0:
+            raise ConfigError(f"augment.context_truncate={self.context_truncate} must be in [0, 1].")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ConfigError(f"augment.scale={self.scale} must be (min, max) with 0 < min <= max.")
         if not 0 < self.gamma[0] <= self.gamma[1]:
             raise ConfigError(f"augment.gamma={self.gamma} must be (min, max) with 0 < min <= max.")
         if self.rotate_deg < 0 or self.translate_frac < 0 or self.noise_std < 0:
             raise ConfigError("augment.rotate_deg, translate_frac and noise_std must be >= 0.")
+        if not 0.0 <= self.aspect < 0.5 or not 0.0 <= self.elastic < 0.2:
+            raise ConfigError(f"augment.aspect={self.aspect} must be in [0, 0.5) and elastic={self.elastic} in [0, 0.2).")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +88,10 @@ class DistillConfig:
         augment: Augmentation settings.
         ema_decay: Keep an exponential moving average of the weights (per step) and ship it; it
             smooths the noise of small-batch training on few scans. None turns it off.
+        ensemble: Students trained (seeds seed, seed+1, ...) and shipped as one model that averages
+            their probabilities (one ONNX graph). Averaging removes the failures single students
+            show on scans unlike the training scans; it costs that many times the training time
+            and inference FLOPs.
         seed: Seeds torch and numpy: the same inputs and seed give the same weights.
         threads: torch intra-op threads (None: torch's default).
     """
@@ -95,6 +112,7 @@ class DistillConfig:
     organ_slice_ratio: float = 0.75
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     ema_decay: float | None = 0.99
+    ensemble: int = 1
     seed: int = 0
     threads: int | None = None
 
@@ -113,6 +131,8 @@ class DistillConfig:
             raise ConfigError(f"holdout_fraction={self.holdout_fraction} must be in [0, 0.9).")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay={self.ema_decay} must be in (0, 1), e.g. 0.99, or None to turn EMA off.")
+        if not 1 <= self.ensemble <= 16:
+            raise ConfigError(f"ensemble={self.ensemble} must be 1 (one student) to 16.")
         if not 0.0 <= self.organ_slice_ratio <= 1.0:
             raise ConfigError(f"organ_slice_ratio={self.organ_slice_ratio} must be in [0, 1].")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import numpy as np
 
 from edgemed.artifacts import STUDENT_KIND, OrganChannel, StudentCheckpoint, write_artifact
 from edgemed.compress._config import DistillConfig
-from edgemed.compress._slices import ScanSlices, make_batch, scan_slices
-from edgemed.errors import ConfigError, InputError
+from edgemed.compress._slices import ScanSlices, heldout_scans, make_batch, scan_slices
+from edgemed.errors import ConfigError, EdgemedWarning, InputError
 from edgemed.io import Volume, from_student_grid, load_label_map, read_volume
 from edgemed.metrics import dice
 
@@ -53,8 +54,6 @@ def distill(
     """
     import torch
 
-    from edgemed.compress._augment import augment_batch
-    from edgemed.compress._losses import distill_loss
     from edgemed.models import StudentSpec, create_student, student_payload
 
     if (teacher is None) == (teacher_predictions is None):
@@ -71,10 +70,6 @@ def distill(
     num_classes = len(ids) + 1
     if config.threads:
         torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-
     slices, soft, teacher_identity = _load_data(scans, teacher, teacher_predictions, ids, config, progress)
     organ_train = [(s, int(k)) for s, sc in enumerate(slices) for k in np.intersect1d(sc.train_ks, sc.organ_ks)]
     other_train = [(s, int(k)) for s, sc in enumerate(slices) for k in np.setdiff1d(sc.train_ks, sc.organ_ks)]
@@ -85,8 +80,60 @@ def distill(
         )
 
     spec = StudentSpec(arch=config.student, in_channels=config.preprocess.in_channels, num_classes=num_classes,
-                       kwargs=dict(config.student_kwargs))
-    net = create_student(spec)
+                       kwargs=dict(config.student_kwargs), members=config.ensemble)
+    member_spec = StudentSpec(arch=spec.arch, in_channels=spec.in_channels, num_classes=num_classes, kwargs=spec.kwargs)
+    members, history = [], []
+    start = time.perf_counter()
+    for m in range(config.ensemble):
+        # Members differ by seed only: their own initialisation, batches and augmentation.
+        seed = config.seed + m
+        torch.manual_seed(seed)
+        name = "+".join(o.name for o in organs) + (f" [{m + 1}/{config.ensemble}]" if config.ensemble > 1 else "")
+        net, member_history = _train_member(create_student(member_spec), slices, organ_train, other_train, organs,
+                                            soft, num_classes, config, seed, progress, name)
+        members.append(net)
+        history.extend({"member": m, **h} for h in member_history)
+    train_s = time.perf_counter() - start
+    if config.ensemble == 1:
+        net = members[0]
+    else:
+        from edgemed.models import Ensemble
+
+        net = Ensemble(members).eval()
+        history.append({"ensemble_val_dice": _validate_student_grid(net, slices, organs, config)})
+    native = _evaluate_native(net, slices, organs, config)
+    metadata = {
+        "organs": [o.to_json() for o in organs],
+        "label_map": label_map.to_json(),
+        "preprocess": config.preprocess.to_json(),
+        "postprocess": config.postprocess.to_json(),
+        "teacher": teacher_identity,
+        "scans": [sc.name for sc in slices],
+        "recipe": config.to_json(),
+        "validation": native,
+        "training": {
+            "epochs": config.epochs, "members": config.ensemble, "seconds": round(train_s, 1),
+            "seed": config.seed, "parameters": int(sum(p.numel() for p in net.parameters())),
+            "torch": torch.__version__, "soft_targets": soft,
+        },
+    }
+    payload = student_payload(net, spec)
+    payload["history.json"] = (json.dumps(history, indent=1) + "\n").encode()
+    write_artifact(out, kind=STUDENT_KIND, schema_version=STUDENT_SCHEMA, payload=payload, metadata=metadata,
+                   parent=teacher_identity.get("sha256") if isinstance(teacher_identity, dict) else None)
+    return StudentCheckpoint.load(out)
+
+
+def _train_member(net, slices, organ_train, other_train, organs, soft, num_classes, config, seed,  # type: ignore[no-untyped-def]
+                  progress, name):
+    """Train one network; returns it (its EMA weights when EMA is on) and its per-epoch history."""
+    import torch
+
+    from edgemed.compress._augment import augment_batch
+    from edgemed.compress._losses import distill_loss
+
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, -(-(len(organ_train) + len(other_train)) // config.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
@@ -94,15 +141,15 @@ def distill(
     ema = _Ema(net, config.ema_decay) if config.ema_decay is not None else None
     shipped = lambda: ema.module if ema is not None else net  # noqa: E731
     history: list[dict[str, object]] = []
-    start = time.perf_counter()
-    bar = _progress(range(config.epochs), progress, desc=f"distill {'+'.join(o.name for o in organs)}", unit="epoch")
+    bar = _progress(range(config.epochs), progress, desc=f"distill {name}", unit="epoch")
     for epoch in bar:
         net.train()
         losses = []
         for _ in range(steps_per_epoch):
             picks = _sample(rng, organ_train, other_train, config.batch_size, config.organ_slice_ratio)
-            x, s_t, h_t = (torch.from_numpy(a) for a in make_batch(slices, picks, config.preprocess.context_slices,
-                                                                   num_classes))
+            batch = make_batch(slices, picks, config.preprocess.context_slices, num_classes, rng=rng,
+                               truncate_prob=config.augment.context_truncate)
+            x, s_t, h_t = (torch.from_numpy(a) for a in batch)
             x, both = augment_batch(x, torch.cat([s_t, h_t], 1), config.augment, gen)
             s_t, h_t = both[:, :num_classes], both[:, num_classes:]
             loss = distill_loss(net(x), s_t, h_t, temperature=config.temperature, soft=soft,
@@ -118,30 +165,7 @@ def distill(
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": val})
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{np.mean(losses):.3f}", **{o: f"{d:.3f}" for o, d in val.items()})
-    train_s = time.perf_counter() - start
-
-    net = shipped()
-    native = _evaluate_native(net, slices, organs, config)
-    metadata = {
-        "organs": [o.to_json() for o in organs],
-        "label_map": label_map.to_json(),
-        "preprocess": config.preprocess.to_json(),
-        "postprocess": config.postprocess.to_json(),
-        "teacher": teacher_identity,
-        "scans": [sc.name for sc in slices],
-        "recipe": config.to_json(),
-        "validation": native,
-        "training": {
-            "epochs": config.epochs, "steps": config.epochs * steps_per_epoch, "seconds": round(train_s, 1),
-            "seed": config.seed, "parameters": int(sum(p.numel() for p in net.parameters())),
-            "torch": torch.__version__, "soft_targets": soft,
-        },
-    }
-    payload = student_payload(net, spec)
-    payload["history.json"] = (json.dumps(history, indent=1) + "\n").encode()
-    write_artifact(out, kind=STUDENT_KIND, schema_version=STUDENT_SCHEMA, payload=payload, metadata=metadata,
-                   parent=teacher_identity.get("sha256") if isinstance(teacher_identity, dict) else None)
-    return StudentCheckpoint.load(out)
+    return shipped().eval(), history
 
 
 class _Ema:
@@ -178,6 +202,12 @@ def _load_data(scans, teacher, teacher_predictions, ids, config, progress):  # t
     slices: list[ScanSlices] = []
     soft_flags: list[bool] = []
     identity: dict[str, object] = {}
+    whole = heldout_scans(len(scans), config.holdout_fraction)
+    if config.holdout_fraction > 0 and not whole:
+        warnings.warn(
+            "only slices of the training scan could be held out, so the validation Dice measures how the student "
+            "fills gaps in a scan it has seen, not how it does on a new patient. Give 2 or more scans to hold out "
+            "whole scans.", EdgemedWarning, stacklevel=3)
     for i, scan in enumerate(_progress(scans, progress and len(scans) > 1, desc="teacher", unit="scan")):
         volume = scan if isinstance(scan, Volume) else read_volume(scan)
         name = volume.source or (Path(scan).name if not isinstance(scan, Volume) else f"volume{i}")
@@ -191,7 +221,9 @@ def _load_data(scans, teacher, teacher_predictions, ids, config, progress):  # t
         is_soft = output.kind != "labels"
         probs = output.probabilities(ids, temperature=config.temperature if is_soft else 1.0)
         mask = output.mask(ids)
-        slices.append(scan_slices(name, volume, probs, mask, config.preprocess, config.holdout_fraction))
+        held_out = (i in whole) if whole else None
+        slices.append(scan_slices(name, volume, probs, mask, config.preprocess, config.holdout_fraction,
+                                  held_out=held_out))
         soft_flags.append(is_soft)
     # Mixed kinds (stored labels for one scan, probabilities for another) train with hard targets.
     return slices, all(soft_flags), identity
@@ -239,14 +271,18 @@ def _evaluate_native(net, slices: list[ScanSlices], organs: list[OrganChannel], 
         pred = probs.argmax(0)[:, :, sc.val_ks]
         ref = sc.native_mask[:, :, sc.val_ks]
         per_scan.append({"scan": sc.name, "holdout_slices": [int(sc.val_ks[0]), int(sc.val_ks[-1])],
+                         "whole_scan": bool(sc.train_ks.size == 0),
                          "dice": {o.name: round(dice(pred == o.channel, ref == o.channel), 4) for o in organs}})
         pred_all.append(pred.ravel())
         ref_all.append(ref.ravel())
     if not per_scan:
         return {"holdout": "none (holdout_fraction=0)", "dice": {}}
     pred, ref = np.concatenate(pred_all), np.concatenate(ref_all)
+    whole = all(sc.train_ks.size == 0 for sc in slices if sc.val_ks.size)
     return {
-        "holdout": f"contiguous block of {config.holdout_fraction:.0%} of each scan's organ slices, never trained on",
+        "holdout": (f"{len(per_scan)} whole scan(s), never trained on" if whole else
+                    f"contiguous block of {config.holdout_fraction:.0%} of each scan's organ slices, never trained on"),
+        "holdout_kind": "scans" if whole else "slices",
         "reference": "teacher",
         "dice": {o.name: round(dice(pred == o.channel, ref == o.channel), 4) for o in organs},
         "per_scan": per_scan,

@@ -20,6 +20,7 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "body_box",
     "BUILTIN_LABEL_MAPS",
     "LabelMap",
     "Order",
@@ -52,6 +53,7 @@ _LAZY = {
     "resample_to_shape": "_resample", "resample_to_spacing": "_resample",
     "SliceGeometry": "_student_grid", "context_stack": "_student_grid", "from_student_grid": "_student_grid",
     "prepare_volume": "_student_grid", "student_grid_geometry": "_student_grid", "to_student_grid": "_student_grid",
+    "body_box": "_body",
     "Volume": "_volume", "check_same_grid": "_grid", "normalize_mr": "_window", "window_hu": "_window",
     "read_labels": "_read", "read_volume": "_read", "write_labels_like": "_nifti", "write_nifti": "_nifti",
 }

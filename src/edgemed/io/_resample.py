@@ -60,6 +60,8 @@ def resample_array(array: np.ndarray, out_shape: Sequence[int | None], order: Or
         if order == "nearest":
             # Exact integer floor((o + 0.5) * n_in / n_out): integer zoom round trips are lossless.
             out = np.take(out, (2 * o + 1) * n_in // (2 * n_out), axis=axis)
+        elif n_out < n_in:
+            out = _shrink_pass(out, axis, n_out)
         else:
             out = _linear_pass(out, axis, (o + 0.5) * (n_in / n_out) - 0.5)
     return out if out is not array else array.copy()
@@ -197,6 +199,40 @@ def _axis_pass(array: np.ndarray, axis: int, coords: np.ndarray, order: str, fil
         where[axis] = outside
         out[tuple(where)] = fill_value
     return out
+
+
+def _shrink_pass(array: np.ndarray, axis: int, n_out: int) -> np.ndarray:
+    """Linear downsampling with antialiasing: the mean of the linear interpolant over each output voxel.
+
+    Point-sampling a 0.8 mm CT onto a 3 mm grid keeps the 0.8 mm noise (about 3x that of a scan
+    reconstructed at 3 mm) and aliases fine structures; averaging over each output voxel's width
+    gives what a scanner reconstructing at that spacing would. The weights are exact integrals of
+    the interpolation hats, so they sum to one (probabilities stay probabilities) and a linear
+    function is reproduced exactly, as plain linear interpolation would.
+    """
+    n_in = array.shape[axis]
+    scale = n_in / n_out
+    centres = (np.arange(n_out) + 0.5) * scale  # in input voxel widths; input voxel i is centred at i + 0.5
+    lo, hi = centres - scale / 2, centres + scale / 2
+    first = np.floor(lo - 1.5).astype(np.intp)
+    taps = int(np.ceil(scale)) + 4
+    raw = first[:, None] + np.arange(taps)[None, :]
+    x = raw + 0.5
+    weights = (_hat_integral(hi[:, None] - x) - _hat_integral(lo[:, None] - x)) / scale
+    # Beyond the edges the interpolant holds the edge value (as the linear pass clamps): the
+    # hats of voxels outside the array give their weight to the edge voxel.
+    idx = np.clip(raw, 0, n_in - 1)
+    moved = np.moveaxis(array, axis, -1)
+    out = np.zeros((*moved.shape[:-1], n_out), dtype=array.dtype)
+    for t in range(taps):
+        out += moved[..., idx[:, t]] * weights[:, t].astype(array.dtype)
+    return np.moveaxis(out, -1, axis)
+
+
+def _hat_integral(t: np.ndarray) -> np.ndarray:
+    """The integral from -inf to t of the interpolation hat max(0, 1 - |u|)."""
+    t = np.clip(t, -1.0, 1.0)
+    return np.where(t < 0, (t + 1) ** 2 / 2, 1 - (1 - t) ** 2 / 2)
 
 
 def _linear_pass(array: np.ndarray, axis: int, coords: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgemed.artifacts._specs import PreprocessSpec
+from edgemed.io._body import body_box
 from edgemed.io._resample import resample_array
 from edgemed.io._volume import Volume
 from edgemed.io._window import normalize_mr, window_hu
@@ -29,6 +30,8 @@ class SliceGeometry:
         padded_hw: (H, W) after padding X', Y' to the network stride.
         offset_xy: Where the resampled image starts inside the padded one.
         context_step: Distance between 2.5D context slices, in slices (may be fractional).
+        crop_xy: The in-plane box (x0, x1, y0, y1) of the volume that was resampled (the body
+            crop); the rest of the volume is background in the student's output.
     """
 
     volume_shape: tuple[int, int, int]
@@ -36,18 +39,27 @@ class SliceGeometry:
     padded_hw: tuple[int, int]
     offset_xy: tuple[int, int]
     context_step: float = 1.0
+    crop_xy: tuple[int, int, int, int] | None = None
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """(x0, x1, y0, y1): the crop, or the whole slice."""
+        x, y, _ = self.volume_shape
+        return self.crop_xy if self.crop_xy is not None else (0, x, 0, y)
 
 
 def student_grid_geometry(volume: Volume, spec: PreprocessSpec) -> SliceGeometry:
-    """The geometry of `volume` on the student grid described by `spec`."""
+    """The geometry of `volume` on the student grid described by `spec` (the body crop included)."""
     sx, sy, sz = volume.spacing_mm
     x, y, z = volume.shape
-    rx = max(1, int(round(x * sx / spec.spacing_mm[0])))
-    ry = max(1, int(round(y * sy / spec.spacing_mm[1])))
+    crop = body_box(volume, spec.body_margin_mm) if spec.body_crop else None
+    x0, x1, y0, y1 = crop if crop is not None else (0, x, 0, y)
+    rx = max(1, int(round((x1 - x0) * sx / spec.spacing_mm[0])))
+    ry = max(1, int(round((y1 - y0) * sy / spec.spacing_mm[1])))
     m = spec.pad_multiple
     h, w = -(-rx // m) * m, -(-ry // m) * m
     step = spec.context_spacing_mm / sz if spec.context_spacing_mm else 1.0
-    return SliceGeometry((x, y, z), (rx, ry), (h, w), ((h - rx) // 2, (w - ry) // 2), step)
+    return SliceGeometry((x, y, z), (rx, ry), (h, w), ((h - rx) // 2, (w - ry) // 2), step, crop)
 
 
 def prepare_volume(volume: Volume, spec: PreprocessSpec) -> tuple[np.ndarray, SliceGeometry]:
@@ -72,6 +84,8 @@ def to_student_grid(array: np.ndarray, geom: SliceGeometry, *, order: str) -> np
     h, w = geom.padded_hw
     ox, oy = geom.offset_xy
     z = geom.volume_shape[2]
+    x0, x1, y0, y1 = geom.box
+    array = array[..., x0:x1, y0:y1, :]
     if array.ndim == 3:
         res = resample_array(array, (rx, ry, z), order=order)
         out = np.zeros((z, h, w), dtype=res.dtype)
@@ -87,14 +101,23 @@ def to_student_grid(array: np.ndarray, geom: SliceGeometry, *, order: str) -> np
 
 
 def from_student_grid(scores: np.ndarray, geom: SliceGeometry) -> np.ndarray:
-    """Move (Z, C, H, W) student scores back to the volume grid as (C, X, Y, Z), linear interpolation."""
+    """Move (Z, C, H, W) student scores back to the volume grid as (C, X, Y, Z), linear interpolation.
+
+    Outside the body crop the result is background (channel 0 = 1).
+    """
     rx, ry = geom.resampled_xy
     ox, oy = geom.offset_xy
     x, y, z = geom.volume_shape
+    x0, x1, y0, y1 = geom.box
     crop = scores[:, :, ox:ox + rx, oy:oy + ry]
-    out = np.empty((scores.shape[1], x, y, z), dtype=np.float32)
+    full = (x0, x1, y0, y1) == (0, x, 0, y)
+    out = np.empty((scores.shape[1], x, y, z), dtype=np.float32) if full else np.zeros((scores.shape[1], x, y, z),
+                                                                                           dtype=np.float32)
+    if not full:
+        out[0] = 1.0
     for c in range(scores.shape[1]):
-        out[c] = resample_array(np.ascontiguousarray(np.moveaxis(crop[:, c], 0, 2)), (x, y, z), order="linear")
+        out[c, x0:x1, y0:y1] = resample_array(np.ascontiguousarray(np.moveaxis(crop[:, c], 0, 2)),
+                                              (x1 - x0, y1 - y0, z), order="linear")
     return out
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["STUDENTS", "StudentInfo", "StudentSpec", "create_student", "list_students", "load_student",
+__all__ = ["STUDENTS", "Ensemble", "StudentInfo", "StudentSpec", "create_student", "list_students", "load_student",
            "predict_volume", "student_payload"]
 
 _LAZY = {
     "STUDENTS": "edgemed.models._zoo",
     "StudentInfo": "edgemed.models._zoo",
+    "Ensemble": "edgemed.models._zoo",
     "StudentSpec": "edgemed.models._zoo",
     "create_student": "edgemed.models._zoo",
     "list_students": "edgemed.models._zoo",

@@ -16,7 +16,7 @@ from torch import nn
 from edgemed.errors import ConfigError
 from edgemed.models._blocks import ConvBnAct, DoubleConv, InvertedResidual, ResBlock, UpBlock
 
-__all__ = ["STUDENTS", "StudentInfo", "StudentSpec", "create_student", "list_students"]
+__all__ = ["STUDENTS", "Ensemble", "StudentInfo", "StudentSpec", "create_student", "list_students"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,13 +27,18 @@ class StudentSpec:
         arch: A registered architecture name, e.g. "unet2d_small".
         in_channels: Input channels (2 * context_slices + 1).
         num_classes: Output channels (background + organs).
-        kwargs: Architecture options (widths...), JSON-serialisable.
+        kwargs: Architecture options (widths...), JSON-serialisable. The architecture's defaults
+            are filled in, so a stored spec rebuilds the same network after defaults change.
+        members: Networks of this architecture averaged into one model (a deep ensemble): the
+            output is the log of the members' mean softmax, so argmax and softmax downstream see
+            averaged probabilities. 1 is a single network.
     """
 
     arch: str
     in_channels: int
     num_classes: int
     kwargs: dict[str, Any] = field(default_factory=dict)
+    members: int = 1
 
     def __post_init__(self) -> None:
         if self.arch not in STUDENTS:
@@ -43,17 +48,25 @@ class StudentSpec:
                 f"student needs in_channels >= 1 and num_classes >= 2 (background + organ), "
                 f"got {self.in_channels} and {self.num_classes}."
             )
+        if not 1 <= self.members <= 16:
+            raise ConfigError(f"members={self.members} must be 1 (one network) to 16.")
+        info = STUDENTS[self.arch]
+        unknown = set(self.kwargs) - set(info.defaults)
+        if unknown:
+            raise ConfigError(f"{self.arch} does not take {sorted(unknown)}; its options are {sorted(info.defaults)}.")
+        resolved = {k: list(v) if isinstance(v, tuple) else v for k, v in {**info.defaults, **self.kwargs}.items()}
+        object.__setattr__(self, "kwargs", resolved)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {"arch": self.arch, "in_channels": self.in_channels, "num_classes": self.num_classes,
-                "kwargs": dict(self.kwargs)}
+                "kwargs": dict(self.kwargs), "members": self.members}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "StudentSpec":
         """Inverse of `to_json`."""
         return cls(arch=raw["arch"], in_channels=int(raw["in_channels"]), num_classes=int(raw["num_classes"]),
-                   kwargs=dict(raw.get("kwargs", {})))
+                   kwargs=dict(raw.get("kwargs", {})), members=int(raw.get("members", 1)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +154,27 @@ def create_student(spec: StudentSpec) -> nn.Module:
         >>> net(torch.zeros(1, 3, 64, 64)).shape
         torch.Size([1, 2, 64, 64])
     """
-    info = STUDENTS[spec.arch]
-    kwargs = {**info.defaults, **spec.kwargs}
-    unknown = set(kwargs) - set(info.defaults)
-    if unknown:
-        raise ConfigError(f"{spec.arch} does not take {sorted(unknown)}; its options are {sorted(info.defaults)}.")
-    return info.build(spec.in_channels, spec.num_classes, **kwargs)
+    build = STUDENTS[spec.arch].build
+    if spec.members == 1:
+        return build(spec.in_channels, spec.num_classes, **spec.kwargs)
+    return Ensemble([build(spec.in_channels, spec.num_classes, **spec.kwargs) for _ in range(spec.members)])
+
+
+class Ensemble(nn.Module):
+    """Members averaged in probability space, as one network (and one ONNX graph).
+
+    Returns log(mean_i softmax(member_i(x))): a softmax of it is the members' mean probability,
+    so everything downstream (argmax, softmax, the runtime) treats it as ordinary logits.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.stride = getattr(members[0], "stride", 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([m(x).softmax(1) for m in self.members]).mean(0)
+        return torch.log(probs.clamp_min(1e-6))
 
 
 def list_students() -> list[StudentInfo]:
