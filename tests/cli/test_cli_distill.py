@@ -34,7 +34,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "scans", root / "preds"
 
 
-@pytest.mark.parametrize("command", ["distill", "inspect", "students"])
+@pytest.mark.parametrize("command", ["distill", "ensemble", "inspect", "students"])
 def test_every_command_has_help(command: str) -> None:
     result = CliRunner().invoke(_cli, [command, "--help"])
     assert result.exit_code == 0, result.output
@@ -101,3 +101,21 @@ def test_errors_are_one_clear_line(folders: tuple[Path, Path], args: list[str], 
     assert res.returncode == code, res.stderr
     assert message in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_one_scan_warns_plainly_and_ensembles_pool(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    scans, preds = folders
+    outs = []
+    for seed in ("0", "1"):
+        outs.append(tmp_path / f"liver{seed}")
+        res = _run(["distill", "--scans", str(scans / "case3.nii.gz"), "--teacher-predictions",
+                    str(preds / "case3.nii.gz"), "--organ", "liver", "--out", str(outs[-1]), "--seed", seed, *FAST])
+        assert res.returncode == 0, res.stderr
+        assert "warning: only slices of the training scan could be held out" in res.stderr
+        assert "Traceback" not in res.stderr and "EdgemedWarning" not in res.stderr
+        assert "held-out slices" in res.stdout
+    res = _run(["ensemble", *map(str, outs), "--out", str(tmp_path / "ens")])
+    assert res.returncode == 0, res.stderr
+    assert "2 members" in res.stdout
+    shown = json.loads(_run(["inspect", str(tmp_path / "ens")]).stdout)
+    assert shown["metadata"]["training"]["member_seeds"] == [0, 1]

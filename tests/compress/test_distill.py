@@ -175,3 +175,21 @@ def test_context_truncation_repeats_the_last_neighbour_kept(phantom_files: tuple
     assert truncated > 32  # most picks lose some context at probability 1
     again, _, _ = make_batch([sc], picks, 3, 2, rng=np.random.default_rng(0), truncate_prob=0.0)
     assert np.array_equal(again, full)
+
+
+def test_organ_contrast_changes_only_the_organ() -> None:
+    import torch
+
+    from edgemed.compress._augment import augment_batch
+
+    x = torch.full((16, 3, 32, 32), 0.5)
+    target = torch.zeros(16, 2, 32, 32)
+    target[:, 0] = 1.0
+    target[:, 0, 8:24, 8:24], target[:, 1, 8:24, 8:24] = 0.0, 1.0
+    only_organ = AugmentConfig(prob=1.0, rotate_deg=0, scale=(1, 1), aspect=0, elastic=0, translate_frac=0,
+                               noise_std=0, gamma=(1, 1), intensity_scale=0, intensity_shift=0, organ_contrast=0.1)
+    y, t = augment_batch(x, target, only_organ, torch.Generator().manual_seed(0))
+    assert torch.equal(t, target)
+    assert torch.allclose(y[:, :, :8], x[:, :, :8])  # outside the organ: untouched
+    delta = y[:, 0, 16, 16] - 0.5
+    assert delta.abs().max() <= 0.1 + 1e-6 and delta.abs().max() > 0.02 and (delta > 0).any() and (delta < 0).any()

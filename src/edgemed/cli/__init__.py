@@ -17,6 +17,7 @@ __all__ = ["main"]
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("edgemed.cli._demo", "demo", "The whole story on built-in CT phantoms: teacher → student, measured."),
     "distill": ("edgemed.cli._distill", "distill", "Distill a teacher into an organ-specific student (label-free)."),
+    "ensemble": ("edgemed.cli._ensemble", "ensemble", "Pool separately distilled students into one ensemble student."),
     "export": ("edgemed.cli._export", "export", "Export a student to an ONNX bundle, parity-checked against torch."),
     "profile": ("edgemed.cli._profile", "profile",
                 "Profile a bundle on a scan: stage latency, FLOP/s vs host peak, Dice; writes a report."),

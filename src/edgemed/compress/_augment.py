@@ -56,6 +56,10 @@ def augment_batch(x: torch.Tensor, target: torch.Tensor, cfg: AugmentConfig,
     gamma = torch.exp(u(math.log(cfg.gamma[0]), math.log(cfg.gamma[1])))[:, None, None, None]
     sigma = u(0.0, cfg.noise_std)[:, None, None, None]
     noise = torch.randn(x.shape, generator=gen) * sigma
-    y = (x.clamp(0, 1) ** gamma) * contrast + shift + noise
+    # Anatomy-aware contrast: the organ (teacher's foreground probability, from the warped
+    # targets) brightens or darkens alone, as enhancement differs between contrast phases.
+    organ = 1.0 - target[:, :1]
+    enhance = u(-cfg.organ_contrast, cfg.organ_contrast)[:, None, None, None] * organ
+    y = ((x + enhance).clamp(0, 1) ** gamma) * contrast + shift + noise
     x = torch.where(a, y, x)
     return x, target

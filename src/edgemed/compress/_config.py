@@ -28,6 +28,10 @@ class AugmentConfig:
         intensity_shift: Max brightness shift (windowed units; 0.05 ≈ 35 HU at the default window).
         gamma: (min, max) gamma on windowed intensities (contrast-phase-like changes).
         noise_std: Max Gaussian noise sigma (windowed units).
+        organ_contrast: Max brightness change of the teacher's organ region alone (windowed
+            units; 0.1 ≈ 70 HU at the default window): contrast phases enhance organs by
+            different amounts (a liver is ~50 HU native, ~100 HU portal venous), and a student
+            trained on one phase must not learn the organ's exact brightness.
         flip: Mirror left-right. Off by default: organs are lateralised (liver right, spleen left),
             and mirrored anatomy teaches the student that a liver may sit on the left.
         context_truncate: Probability that a slice's 2.5D context is cut short on each side by a
@@ -45,6 +49,7 @@ class AugmentConfig:
     intensity_shift: float = 0.05
     gamma: tuple[float, float] = (0.8, 1.25)
     noise_std: float = 0.03
+    organ_contrast: float = 0.1
     flip: bool = False
     context_truncate: float = 0.25
 
@@ -59,8 +64,8 @@ class AugmentConfig:
             raise ConfigError(f"augment.scale={self.scale} must be (min, max) with 0 < min <= max.")
         if not 0 < self.gamma[0] <= self.gamma[1]:
             raise ConfigError(f"augment.gamma={self.gamma} must be (min, max) with 0 < min <= max.")
-        if self.rotate_deg < 0 or self.translate_frac < 0 or self.noise_std < 0:
-            raise ConfigError("augment.rotate_deg, translate_frac and noise_std must be >= 0.")
+        if self.rotate_deg < 0 or self.translate_frac < 0 or self.noise_std < 0 or self.organ_contrast < 0:
+            raise ConfigError("augment.rotate_deg, translate_frac, noise_std and organ_contrast must be >= 0.")
         if not 0.0 <= self.aspect < 0.5 or not 0.0 <= self.elastic < 0.2:
             raise ConfigError(f"augment.aspect={self.aspect} must be in [0, 0.5) and elastic={self.elastic} in [0, 0.2).")
 
