@@ -66,8 +66,8 @@ def amos_volume(name: str):  # type: ignore[no-untyped-def]
     return Volume(to_ras(hu), affine, "CT", f"{name}.png"), to_ras(mask), calib
 
 
-def evaluate(ckpt_dir: Path, bundle_dir: Path) -> dict[str, object]:
-    """Dice of one student on the unseen scans, torch path and runtime path."""
+def evaluate(ckpt_dir: Path, bundle_dir: Path, holdout: tuple[int, int]) -> dict[str, object]:
+    """Dice of one student on the unseen scans (torch path and runtime path) and on the held-out block."""
     from edgemed.artifacts import StudentCheckpoint
     from edgemed.export import to_onnx
     from edgemed.io import read_labels, read_volume
@@ -82,6 +82,10 @@ def evaluate(ckpt_dir: Path, bundle_dir: Path) -> dict[str, object]:
     torch_mask = predict_volume(net, ct, ckpt.preprocess).argmax(0) == 1
     to_onnx(ckpt, bundle_dir)
     train_ct = read_volume(DATA / "totalseg" / "example_ct.nii.gz")
+    teacher = read_labels(DATA / "totalseg" / "example_seg_fast_force_split.nii.gz", like=train_ct).array == 5
+    block = slice(holdout[0], holdout[1] + 1)
+    train_pred = predict_volume(net, train_ct, ckpt.preprocess).argmax(0) == 1
+    heldout = dice(train_pred[:, :, block], teacher[:, :, block])
     with runtime.load(bundle_dir, backend="ort") as seg:
         rt_mask = seg.segment(ct).array == 5
         dcmqi_ms = seg.last_timings.total_ms  # type: ignore[union-attr]
@@ -94,7 +98,8 @@ def evaluate(ckpt_dir: Path, bundle_dir: Path) -> dict[str, object]:
             vol, mask, calib = amos_volume(name)
             amos[name] = {"dice": round(dice(seg.segment(vol).array == 5, mask), 4), "calibration": calib}
     return {
-        "heldout_dice": ckpt.metadata["validation"]["dice"]["liver"],
+        "heldout_dice": round(heldout, 4),
+        "heldout_slices": list(holdout),
         "dcmqi_dice_runtime": round(dice(rt_mask, ref), 4),
         "dcmqi_dice_training_path": round(dice(torch_mask, ref), 4),
         "runtime_vs_training_path_dice": round(dice(rt_mask, torch_mask), 4),
@@ -118,21 +123,34 @@ def main() -> int:
     parser.add_argument("--tag", default="")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "cross_scan")
     parser.add_argument("--eval-only", action="store_true", help="re-evaluate students already in --runs")
+    parser.add_argument("--pool", type=int, default=1, metavar="K",
+                        help="evaluate ensembles of the students of seeds s..s+K-1 already in --runs "
+                             "(bit-identical to distilling with ensemble=K, seed=s)")
     args = parser.parse_args()
     ct, seg = DATA / "totalseg" / "example_ct.nii.gz", DATA / "totalseg" / "example_seg_fast_force_split.nii.gz"
     if not ct.exists():
         print(f"real data not found at {DATA}; set EDGEMED_DATA", file=sys.stderr)
         return 2
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
-    out = ROOT / "benchmarks" / "results" / f"cross_scan{'_' + args.tag if args.tag else ''}.json"
+    pooled = f"_ens{args.pool}" if args.pool > 1 else ""
+    out = ROOT / "benchmarks" / "results" / f"cross_scan{'_' + args.tag if args.tag else ''}{pooled}.json"
     runs: list[dict[str, object]] = []
     for seed in args.seeds:
-        config = config_from_dict({"organs": ["liver"], **overrides, "seed": seed})
-        run_dir = args.runs / f"{args.tag or 'default'}_s{seed}"
+        config = config_from_dict({"organs": ["liver"], **overrides, "seed": seed, "ensemble": args.pool})
+        run_dir = args.runs / f"{args.tag or 'default'}{pooled}_s{seed}"
         t0 = time.perf_counter()
-        if not args.eval_only:
+        if args.pool > 1:
+            from edgemed.compress import ensemble_students
+
+            members = [args.runs / f"{args.tag or 'default'}_s{seed + m}" / "student" for m in range(args.pool)]
+            ensemble_students(members, run_dir / "student")
+        elif not args.eval_only:
             distill([ct], config, run_dir / "student", teacher_predictions=[seg])
-        result = {"seed": seed, **evaluate(run_dir / "student", run_dir / "bundle"),
+        first = members[0] if args.pool > 1 else run_dir / "student"
+        from edgemed.artifacts import StudentCheckpoint
+
+        block = StudentCheckpoint.load(first).metadata["validation"]["per_scan"][0]["holdout_slices"]
+        result = {"seed": seed, **evaluate(run_dir / "student", run_dir / "bundle", tuple(block)),
                   "wall_seconds": round(time.perf_counter() - t0, 1)}
         runs.append(result)
         print(json.dumps(result), file=sys.stderr)

@@ -41,9 +41,9 @@ class AugmentConfig:
 
     prob: float = 0.8
     rotate_deg: float = 10.0
-    scale: tuple[float, float] = (0.8, 1.2)
-    aspect: float = 0.15
-    elastic: float = 0.03
+    scale: tuple[float, float] = (0.65, 1.25)
+    aspect: float = 0.2
+    elastic: float = 0.06
     translate_frac: float = 0.05
     intensity_scale: float = 0.1
     intensity_shift: float = 0.05

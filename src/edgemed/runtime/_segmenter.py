@@ -26,8 +26,9 @@ def load(bundle: str | os.PathLike[str] | OnnxBundle, *, backend: str = "auto", 
 
     Args:
         bundle: A bundle directory (from `edgemed.export.to_onnx`) or an opened `OnnxBundle`.
-        backend: "ort" (ONNX Runtime: CUDA when available, else CPU), "openvino", or "auto"
-            (the first installed of those, in that order).
+        backend: "ort" (ONNX Runtime: CUDA when available, else CPU), "openvino", or "auto":
+            the bundle's preferred backend when installed (`edgemed quantize` records the one its
+            INT8 model was measured fastest on), else the first installed of "ort", "openvino".
         threads: CPU inference threads; None: the physical cores available to this process.
         throughput: Compile for many concurrent calls (several threads sharing this Segmenter)
             rather than for one call's latency; only OpenVINO distinguishes the two (its
@@ -52,9 +53,21 @@ def load(bundle: str | os.PathLike[str] | OnnxBundle, *, backend: str = "auto", 
     opened = OnnxBundle.load(bundle.path if isinstance(bundle, OnnxBundle) else bundle)
     if opened.format != "onnx":
         raise ArtifactError(f"{opened.path} holds a {opened.format!r} model; this runtime runs ONNX bundles.")
+    preferred = opened.metadata.get("preferred_backend")
+    if backend == "auto" and preferred and _installed(str(preferred)):
+        backend = str(preferred)
     name = resolve_backend(backend)
     session = open_session(name, opened.model_path, threads=threads, throughput=throughput)
     return Segmenter(opened, session, backend=name)
+
+
+def _installed(backend: str) -> bool:
+    import importlib.util
+
+    from edgemed.runtime.backends import BACKENDS
+
+    info = BACKENDS.get(backend)
+    return info is not None and importlib.util.find_spec(info.library) is not None
 
 
 class Segmenter:

@@ -1,0 +1,89 @@
+"""INT8 for the liver student on real CT: speed vs FP32 per backend, Dice vs the teacher and vs another patient.
+
+FP32 bundle: a default liver student (benchmarks/cross_scan.py's seed 0) exported to ONNX.
+Calibration: slices of example_ct (the unlabeled training scan; stratified by the FP32 model's own
+masks). Dice: vs TotalSegmentator's labels on example_ct (whole volume) and vs the semi-automatic
+liver mask of dcmqi_ct3slice (another patient). Both flows run: NNCF → OpenVINO and ONNX Runtime's
+quantize_static → ONNX Runtime. Latency: the models timed side by side, interleaved, in one run
+(16-slice batches), plus the whole-volume `segment` of the runtime for FP32 (ONNX Runtime) and the
+chosen model.
+
+    .venv/bin/python benchmarks/quantize_liver.py [--bundle DIR]
+
+Writes benchmarks/results/quantize_liver.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("EDGEMED_DATA", ROOT.parent / "shared" / "data"))
+OUT = ROOT / "benchmarks" / "results" / "quantize_liver.json"
+
+
+def _volume_ms(bundle: Path, backend: str, volume: object, repeats: int = 5) -> float:
+    from edgemed import runtime
+
+    with runtime.load(bundle, backend=backend) as seg:
+        seg.segment(volume)  # warm-up
+        times = []
+        for _ in range(repeats):
+            seg.segment(volume)
+            times.append(seg.last_timings.total_ms)  # type: ignore[union-attr]
+    return round(statistics.median(times), 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, default=ROOT / "runs" / "cross_scan" / "final_s0" / "bundle")
+    args = parser.parse_args()
+    import numpy as np
+
+    from edgemed.compress import NncfInt8Config, OrtInt8Config, quantize
+    from edgemed.io import read_labels, read_volume
+
+    ct = read_volume(DATA / "totalseg" / "example_ct.nii.gz")
+    teacher = read_labels(DATA / "totalseg" / "example_seg_fast_force_split.nii.gz", like=ct).array
+    other = read_volume(DATA / "dcmqi_ct3slice" / "ct")
+    other_ref = (read_labels(DATA / "dcmqi_ct3slice" / "seg" / "liver.dcm", like=other).array > 0).astype(np.uint8) * 5
+    report: dict[str, object] = {"benchmark": "quantize_liver", "fp32_bundle": str(args.bundle.relative_to(ROOT)),
+                                 "flows": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, config in [("nncf_openvino", NncfInt8Config()), ("ort_quantize_static", OrtInt8Config())]:
+            out = Path(tmp) / label
+            result = quantize(args.bundle, [ct], config, out, validation_scans=[ct, other],
+                              references=[teacher, other_ref])
+            lat = result.latency_ms
+            int8 = lat[f"int8_{config.backend}"]
+            entry = result.to_json()
+            entry["speedup_int8_vs_fp32_ort"] = round(lat["fp32_ort"] / int8, 2)
+            entry["speedup_int8_vs_fp32_same_backend"] = round(lat[f"fp32_{config.backend}"] / int8, 2)
+            entry["whole_volume_ms"] = {"fp32_ort": _volume_ms(args.bundle, "ort", ct),
+                                        f"chosen_{result.chosen_precision}_{result.chosen_backend}":
+                                            _volume_ms(out, result.chosen_backend, ct)}
+            report["flows"][label] = entry  # type: ignore[index]
+            print(label, json.dumps({k: entry[k] for k in ("chosen_precision", "chosen_backend", "reason",
+                                                            "speedup_int8_vs_fp32_ort",
+                                                            "speedup_int8_vs_fp32_same_backend")}), file=sys.stderr)
+    ref = json.loads((ROOT / "benchmarks" / "results" / "reference_teacher.json").read_text())
+    teacher_s = ref["teacher"].get("seconds_per_volume") if isinstance(ref.get("teacher"), dict) else None
+    report["reference_teacher_seconds_per_volume"] = teacher_s
+    report["host"] = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = OUT.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(report, indent=1) + "\n")
+    tmp_out.replace(OUT)
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""INT8 quantization of bundles: real NNCF and ONNX Runtime quantizers, Dice control, fastest-wins choice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from _phantom_pairs import write_phantom_pairs
+
+from edgemed.artifacts import PreprocessSpec
+from edgemed.compress import DistillConfig, NncfInt8Config, OrtInt8Config, distill, quantize
+from edgemed.errors import ConfigError, InputError
+from edgemed.phantom import PhantomConfig, make_phantom
+
+SMALL = PhantomConfig(shape=(48, 40, 24), spacing_mm=(8.0, 8.0, 10.0))
+
+
+@pytest.fixture(scope="module")
+def fp32_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], list[Path]]:
+    from edgemed.export import to_onnx
+
+    root = tmp_path_factory.mktemp("quant")
+    scans, segs = write_phantom_pairs(root, range(2), SMALL)
+    cfg = DistillConfig(organs=("liver",), student="unet2d", student_kwargs={"widths": [8, 16, 32]}, epochs=6,
+                        lr=1e-2, threads=1, ema_decay=None,
+                        preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), context_slices=1, pad_multiple=4))
+    ckpt = distill(scans, cfg, root / "student", teacher_predictions=segs, progress=False)
+    return to_onnx(ckpt, root / "fp32").path, scans, segs
+
+
+def _ops(path: Path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+@pytest.mark.parametrize("config", [OrtInt8Config(calibration_slices=16, max_dice_drop=0.2),
+                                    NncfInt8Config(calibration_slices=16, max_dice_drop=0.2)],
+                         ids=["ort", "nncf"])
+def test_quantize_measures_and_keeps_what_wins(fp32_bundle: tuple[Path, list[Path], list[Path]], tmp_path: Path,
+                                               config: object) -> None:
+    from edgemed import runtime
+    from edgemed.runtime import OnnxBundle
+
+    src, scans, segs = fp32_bundle
+    result = quantize(src, scans[:1], config, tmp_path / "q", validation_scans=scans[1:], references=segs[1:],
+                      timing_repeats=3)  # type: ignore[arg-type]
+    out = OnnxBundle.load(tmp_path / "q")
+    assert out.precision == result.chosen_precision and out.metadata["preferred_backend"] == result.chosen_backend
+    record = out.metadata["quantization"]
+    assert record["calibration"]["slices"] == 16 and record["calibration"]["organ_slices"] >= 8
+    assert set(record["latency_ms"]) == {"fp32_ort", f"fp32_{config.backend}", f"int8_{config.backend}"}  # type: ignore[attr-defined]
+    liver = record["dice"]["organs"]["liver"]
+    assert 0.0 <= liver["int8_vs_reference"] <= 1.0 and liver["drop"] == pytest.approx(
+        liver["fp32_vs_reference"] - liver["int8_vs_reference"], abs=1e-3)
+    if result.chosen_precision == "int8":
+        assert "QuantizeLinear" in _ops(out.model_path)
+        assert "faster" in result.reason
+    else:  # kept FP32, and says why
+        assert "QuantizeLinear" not in _ops(out.model_path) and result.reason.startswith("INT8 kept out")
+        assert out.model_path.read_bytes() == OnnxBundle.load(src).model_path.read_bytes()
+    assert out.manifest.parent == OnnxBundle.load(src).manifest.digest
+    ct, _ = make_phantom(9, SMALL)
+    with runtime.load(out.path) as seg:  # auto: the preferred backend recorded by quantize
+        assert seg.backend == result.chosen_backend
+        assert seg.segment(ct).array.shape == ct.shape
+
+
+def test_both_quantizers_write_int8_graphs(fp32_bundle: tuple[Path, list[Path], list[Path]], tmp_path: Path) -> None:
+    from edgemed.compress._quantize import _quantize_nncf, _quantize_ort
+    from edgemed.runtime import OnnxBundle
+
+    src = OnnxBundle.load(fp32_bundle[0])
+    calib = [np.random.default_rng(i).random((1, 3, 48, 40), dtype=np.float32) for i in range(8)]
+    for fn, cfg in [(_quantize_ort, OrtInt8Config(calibrate_method="percentile")), (_quantize_nncf, NncfInt8Config())]:
+        dst = tmp_path / f"{fn.__name__}.onnx"
+        fn(src.model_path, dst, calib, src.inputs[0].name, cfg)  # type: ignore[operator]
+        ops = _ops(dst)
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops, (fn.__name__, ops)
+
+
+def test_bad_quantize_input_is_refused(fp32_bundle: tuple[Path, list[Path], list[Path]], tmp_path: Path) -> None:
+    src, scans, _ = fp32_bundle
+    with pytest.raises(ConfigError, match="calibration_slices=4"):
+        OrtInt8Config(calibration_slices=4)
+    with pytest.raises(ConfigError, match="calibrate_method"):
+        OrtInt8Config(calibrate_method="kl")
+    with pytest.raises(ConfigError, match="no calibration scans"):
+        quantize(src, [], NncfInt8Config(), tmp_path / "x")
+    with pytest.raises(ConfigError, match="reference label maps"):
+        quantize(src, scans, NncfInt8Config(), tmp_path / "x", references=scans[:1])
+    air = make_phantom(1, SMALL)[0]
+    air = air.with_array(np.full(air.shape, -1000, np.int16))
+    with pytest.raises(InputError, match="finds its organ in none"):
+        quantize(src, [air], NncfInt8Config(calibration_slices=8), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
