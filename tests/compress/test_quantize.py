@@ -94,3 +94,48 @@ def test_bad_quantize_input_is_refused(fp32_bundle: tuple[Path, list[Path], list
     with pytest.raises(InputError, match="finds its organ in none"):
         quantize(src, [air], NncfInt8Config(calibration_slices=8), tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("importance", ["magnitude", "bn_scale", "taylor"])
+def test_prune_halves_channels_and_reloads_without_pickle(fp32_bundle: tuple[Path, list[Path], list[Path]],
+                                                         tmp_path: Path, importance: str) -> None:
+    import torch
+
+    from edgemed.artifacts import StudentCheckpoint
+    from edgemed.compress import PruneConfig, prune
+    from edgemed.models import load_student
+
+    student = StudentCheckpoint.load(fp32_bundle[0].parent / "student")
+    pruned = prune(student, PruneConfig(ratio=0.5, importance=importance), tmp_path / "p")
+    before, after = pruned.metadata["pruning"]["parameters"]
+    assert after < 0.4 * before  # ~a quarter: both sides of each conv shrink
+    assert pruned.architecture["pruned"] is True
+    assert sorted(p.name for p in pruned.path.iterdir()) == ["architecture.json", "history.json", "manifest.json",
+                                                            "weights.safetensors"]
+    net = load_student(pruned)
+    assert sum(p.numel() for p in net.parameters()) == after
+    assert net(torch.zeros(1, 3, 16, 16)).shape == (1, 2, 16, 16)
+
+
+def test_pruned_student_fine_tunes_from_its_parent(fp32_bundle: tuple[Path, list[Path], list[Path]],
+                                                   tmp_path: Path) -> None:
+    from edgemed.artifacts import StudentCheckpoint
+    from edgemed.compress import PruneConfig, prune
+    from edgemed.export import to_onnx
+    from edgemed.models.teachers import StudentTeacher
+
+    _, scans, _ = fp32_bundle
+    parent_dir = fp32_bundle[0].parent / "student"
+    parent = StudentCheckpoint.load(parent_dir)
+    pruned = prune(parent, PruneConfig(ratio=0.5), tmp_path / "p")
+    cfg = DistillConfig(organs=("liver",), epochs=2, lr=1e-3, threads=1, preprocess=parent.preprocess)
+    tuned = distill(scans, cfg, tmp_path / "kd", teacher=StudentTeacher(parent_dir), init=pruned, progress=False)
+    assert tuned.architecture["pruned"] is True
+    assert tuned.metadata["init"]["digest"] == pruned.manifest.digest
+    assert tuned.metadata["teacher"]["kind"] == "edgemed-student"
+    assert tuned.metadata["training"]["parameters"] == pruned.metadata["pruning"]["parameters"][1]
+    bundle = to_onnx(tuned, tmp_path / "b")  # parity-checked export of the pruned structure
+    assert bundle.parity["max_abs_logit_diff"] < 1e-3
+    with pytest.raises(ConfigError, match="other preprocessing"):
+        distill(scans, DistillConfig(organs=("liver",), epochs=1), tmp_path / "x", teacher=StudentTeacher(parent_dir),
+                init=pruned, progress=False)

@@ -1,9 +1,10 @@
-"""Compression stages: distillation, ensembles, INT8 quantization (pruning next). Imports torch lazily."""
+"""Compression stages: distillation, ensembles, structured pruning, INT8 quantization. Imports torch lazily."""
 
 from edgemed.compress._config import AugmentConfig, DistillConfig, config_from_dict
 from edgemed.compress._distill import distill
 from edgemed.compress._ensemble import ensemble_students
+from edgemed.compress._prune import PruneConfig, prune
 from edgemed.compress._quantize import NncfInt8Config, OrtInt8Config, QuantizeResult, quantize
 
-__all__ = ["AugmentConfig", "DistillConfig", "NncfInt8Config", "OrtInt8Config", "QuantizeResult", "config_from_dict",
-           "distill", "ensemble_students", "quantize"]
+__all__ = ["AugmentConfig", "DistillConfig", "NncfInt8Config", "OrtInt8Config", "PruneConfig", "QuantizeResult",
+           "config_from_dict", "distill", "ensemble_students", "prune", "quantize"]

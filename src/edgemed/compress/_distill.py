@@ -31,6 +31,7 @@ def distill(
     teacher: object | None = None,
     teacher_predictions: Sequence[str | os.PathLike[str]] | None = None,
     progress: bool = True,
+    init: StudentCheckpoint | str | os.PathLike[str] | None = None,
 ) -> StudentCheckpoint:
     """Distill a teacher into an organ-specific student from unlabeled scans.
 
@@ -43,6 +44,9 @@ def distill(
         scans: NIfTI files, DICOM series folders, or Volumes.
         config: What to distill and how.
         out: The student checkpoint directory to write (replaced atomically).
+        init: Start from this student's weights and structure instead of a fresh network (e.g.
+            a pruned student, fine-tuned from its unpruned parent as the teacher). Its
+            preprocessing must match `config.preprocess`.
 
     Returns:
         The written student checkpoint.
@@ -54,7 +58,7 @@ def distill(
     """
     import torch
 
-    from edgemed.models import StudentSpec, create_student, student_payload
+    from edgemed.models import StudentSpec, create_student, load_student, student_payload
 
     if (teacher is None) == (teacher_predictions is None):
         raise ConfigError("give exactly one teacher: a model (--teacher) or stored predictions (--teacher-predictions).")
@@ -79,8 +83,17 @@ def distill(
             "check --organ, --label-map and that the predictions belong to these scans."
         )
 
-    spec = StudentSpec(arch=config.student, in_channels=config.preprocess.in_channels, num_classes=num_classes,
-                       kwargs=dict(config.student_kwargs), members=config.ensemble)
+    init_ckpt = None if init is None else init if isinstance(init, StudentCheckpoint) else StudentCheckpoint.load(init)
+    if init_ckpt is not None:
+        if init_ckpt.preprocess != config.preprocess or len(init_ckpt.organs) != len(organs):
+            raise ConfigError(f"{init_ckpt.path} was trained with other preprocessing or organs; fine-tune it with "
+                              "the same preprocess spec and organs.")
+        if config.ensemble != 1:
+            raise ConfigError("init= fine-tunes one student; use ensemble=1.")
+        spec = StudentSpec.from_json(init_ckpt.architecture)
+    else:
+        spec = StudentSpec(arch=config.student, in_channels=config.preprocess.in_channels, num_classes=num_classes,
+                           kwargs=dict(config.student_kwargs), members=config.ensemble)
     member_spec = StudentSpec(arch=spec.arch, in_channels=spec.in_channels, num_classes=num_classes, kwargs=spec.kwargs)
     members, history = [], []
     start = time.perf_counter()
@@ -89,7 +102,8 @@ def distill(
         seed = config.seed + m
         torch.manual_seed(seed)
         name = "+".join(o.name for o in organs) + (f" [{m + 1}/{config.ensemble}]" if config.ensemble > 1 else "")
-        net, member_history = _train_member(create_student(member_spec), slices, organ_train, other_train, organs,
+        start_net = load_student(init_ckpt).train() if init_ckpt is not None else create_student(member_spec)
+        net, member_history = _train_member(start_net, slices, organ_train, other_train, organs,
                                             soft, num_classes, config, seed, progress, name)
         members.append(net)
         history.extend({"member": m, **h} for h in member_history)
@@ -118,6 +132,10 @@ def distill(
         },
     }
     payload = student_payload(net, spec)
+    if init_ckpt is not None:
+        metadata["init"] = {"digest": init_ckpt.manifest.digest, "pruning": init_ckpt.metadata.get("pruning")}
+        if init_ckpt.architecture.get("pruned"):
+            payload["architecture.json"] = (json.dumps({**spec.to_json(), "pruned": True}, indent=2) + "\n").encode()
     payload["history.json"] = (json.dumps(history, indent=1) + "\n").encode()
     write_artifact(out, kind=STUDENT_KIND, schema_version=STUDENT_SCHEMA, payload=payload, metadata=metadata,
                    parent=teacher_identity.get("sha256") if isinstance(teacher_identity, dict) else None)

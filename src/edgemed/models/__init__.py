@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["STUDENTS", "Ensemble", "StudentInfo", "StudentSpec", "create_student", "list_students", "load_student",
+__all__ = ["STUDENTS", "Ensemble", "StudentInfo", "StudentSpec", "create_student", "list_students", "load_student", "resize_to_state",
            "predict_volume", "student_payload"]
 
 _LAZY = {
@@ -20,6 +20,7 @@ _LAZY = {
     "create_student": "edgemed.models._zoo",
     "list_students": "edgemed.models._zoo",
     "load_student": "edgemed.models._student_io",
+    "resize_to_state": "edgemed.models._student_io",
     "predict_volume": "edgemed.models._predict",
     "student_payload": "edgemed.models._student_io",
 }
