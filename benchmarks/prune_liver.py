@@ -7,7 +7,7 @@ block stays held out. Dice vs TotalSegmentator on that block and vs dcmqi's live
 patient); speed: both exported to ONNX and timed side by side, interleaved, on ONNX Runtime (and
 OpenVINO), 16-slice batches, plus whole-volume `segment`.
 
-    .venv/bin/python benchmarks/prune_liver.py [--student DIR] [--epochs 30]
+    .venv/bin/python benchmarks/prune_liver.py [--student DIR] [--epochs 60] [--lr 2e-3]
 
 Writes benchmarks/results/prune_liver.json.
 """
@@ -77,7 +77,8 @@ def _timing(bundles: dict[str, Path], repeats: int = 15) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--student", type=Path, default=ROOT / "runs" / "cross_scan" / "final_s0" / "student")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "prune_liver")
     args = parser.parse_args()
@@ -90,7 +91,7 @@ def main() -> int:
     holdout = tuple(base.metadata["validation"]["per_scan"][0]["holdout_slices"])
     pruned = prune(base, PruneConfig(ratio=args.ratio), args.work / "pruned")
     recipe = {k: v for k, v in base.metadata["recipe"].items()}
-    config = DistillConfig(organs=("liver",), preprocess=base.preprocess, epochs=args.epochs, lr=1e-3,
+    config = DistillConfig(organs=("liver",), preprocess=base.preprocess, epochs=args.epochs, lr=args.lr,
                            seed=int(recipe.get("seed", 0)))
     t0 = time.perf_counter()
     tuned = distill([DATA / "totalseg" / "example_ct.nii.gz"], config, args.work / "pruned_kd",
@@ -102,7 +103,7 @@ def main() -> int:
     dice = {"unpruned": _dice(args.student, holdout), "pruned_no_finetune": _dice(pruned.path, holdout),
             "pruned_kd": _dice(tuned.path, holdout)}
     report = {
-        "benchmark": "prune_liver", "ratio": args.ratio, "importance": "magnitude", "finetune_epochs": args.epochs,
+        "benchmark": "prune_liver", "ratio": args.ratio, "importance": "magnitude", "finetune_epochs": args.epochs, "finetune_lr": args.lr,
         "finetune_seconds": round(finetune_s, 1), "holdout_slices": list(holdout),
         "parameters": pruned.metadata["pruning"]["parameters"], "macs": pruned.metadata["pruning"]["macs_at"],
         "dice": dice,

@@ -34,7 +34,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "scans", root / "preds"
 
 
-@pytest.mark.parametrize("command", ["distill", "ensemble", "inspect", "quantize", "students"])
+@pytest.mark.parametrize("command", ["distill", "ensemble", "inspect", "prune", "quantize", "students"])
 def test_every_command_has_help(command: str) -> None:
     result = CliRunner().invoke(_cli, [command, "--help"])
     assert result.exit_code == 0, result.output

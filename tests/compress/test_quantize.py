@@ -139,3 +139,19 @@ def test_pruned_student_fine_tunes_from_its_parent(fp32_bundle: tuple[Path, list
     with pytest.raises(ConfigError, match="other preprocessing"):
         distill(scans, DistillConfig(organs=("liver",), epochs=1), tmp_path / "x", teacher=StudentTeacher(parent_dir),
                 init=pruned, progress=False)
+
+
+def test_nncf_accuracy_control_returns_harmful_layers_to_fp32(fp32_bundle: tuple[Path, list[Path], list[Path]],
+                                                              tmp_path: Path) -> None:
+    # A zero budget: any INT8 error triggers NNCF's accuracy control, which must report the layers
+    # it kept in FP32 and leave a valid INT8 graph (or FP32 kept, with the reason).
+    from edgemed.runtime import OnnxBundle
+
+    src, scans, _ = fp32_bundle
+    cfg = NncfInt8Config(calibration_slices=16, max_dice_drop=0.0, accuracy_control=True)
+    result = quantize(src, scans[:1], cfg, tmp_path / "ac", validation_scans=scans[1:], timing_repeats=2)
+    record = OnnxBundle.load(tmp_path / "ac").metadata["quantization"]["dice"]
+    if "first_attempt_worst_drop" in record:  # INT8 changed some masks: accuracy control ran
+        assert record["first_attempt_worst_drop"] > 0.0
+        assert isinstance(record["kept_in_fp32_by_accuracy_control"], list)
+    assert result.chosen_precision in ("int8", "fp32") and result.reason

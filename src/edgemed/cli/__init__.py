@@ -21,6 +21,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("edgemed.cli._export", "export", "Export a student to an ONNX bundle, parity-checked against torch."),
     "profile": ("edgemed.cli._profile", "profile",
                 "Profile a bundle on a scan: stage latency, FLOP/s vs host peak, Dice; writes a report."),
+    "prune": ("edgemed.cli._prune", "prune", "Structured channel pruning (torch-pruning) + distillation fine-tune."),
     "quantize": ("edgemed.cli._quantize", "quantize",
                  "INT8 quantization (NNCF or ONNX Runtime), Dice-checked, kept only where faster."),
     "segment": ("edgemed.cli._segment", "segment", "Segment a scan with a bundle; write the mask in the scan's geometry."),
