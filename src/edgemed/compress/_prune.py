@@ -8,8 +8,10 @@ ConvTranspose / BatchNorm is resized to the shapes in the safetensors weights (s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,7 +19,7 @@ from edgemed._deps import require
 from edgemed.artifacts import STUDENT_KIND, StudentCheckpoint, write_artifact
 from edgemed.errors import ConfigError
 
-__all__ = ["PruneConfig", "prune"]
+__all__ = ["PruneConfig", "concat_sizes_from_tensors", "prune"]
 
 _IMPORTANCE = ("magnitude", "bn_scale", "taylor")
 
@@ -47,6 +49,43 @@ class PruneConfig:
             raise ConfigError(f"importance={self.importance!r}; use one of {', '.join(_IMPORTANCE)}.")
         if self.iterative_steps < 1 or self.round_to < 1:
             raise ConfigError("iterative_steps and round_to must be >= 1.")
+
+
+@contextlib.contextmanager
+def concat_sizes_from_tensors(tp: Any, torch: Any) -> Iterator[None]:
+    """Give torch-pruning the real input channels of every concatenation (a fix for MONAI networks).
+
+    torch-pruning infers a concat's input channel counts by walking the traced graph back from
+    each input; through MONAI's `SkipConnection` and residual units that walk returns None and
+    1.6.x crashes in `update_concat_index_mapping` (`int + NoneType`) on UNet and BasicUNet. The
+    sizes are known exactly when the concat runs: while this context is active, `torch.cat`
+    records its inputs' channels under the autograd node of its output — the very node the
+    dependency graph stores as `node.grad_fn` — and the concat mapping is given those sizes
+    instead of inferring them. Nothing changes for graphs torch-pruning already handles.
+    """
+    from torch_pruning.dependency import index_mapping
+
+    sizes: dict[Any, list[int]] = {}
+    real_cat, real_update = torch.cat, index_mapping.update_concat_index_mapping
+
+    def cat(tensors: Any, dim: int = 0, *args: Any, **kwargs: Any) -> Any:
+        out = real_cat(tensors, dim, *args, **kwargs)
+        if getattr(out, "grad_fn", None) is not None and out.dim() >= 2 and dim in (1, 1 - out.dim()):
+            sizes[out.grad_fn] = [int(t.shape[1]) for t in tensors]
+        return out
+
+    def update(graph: Any, cat_node: Any) -> Any:
+        known = sizes.get(getattr(cat_node, "grad_fn", None))
+        if known is not None and getattr(cat_node.module, "concat_sizes", None) is None \
+                and len(known) == len(cat_node.inputs):
+            cat_node.module.concat_sizes = known
+        return real_update(graph, cat_node)
+
+    torch.cat, index_mapping.update_concat_index_mapping = cat, update
+    try:
+        yield
+    finally:
+        torch.cat, index_mapping.update_concat_index_mapping = real_cat, real_update
 
 
 def prune(student: StudentCheckpoint | str | os.PathLike[str], config: PruneConfig,
@@ -86,17 +125,18 @@ def prune(student: StudentCheckpoint | str | os.PathLike[str], config: PruneConf
         "taylor": lambda: tp.importance.TaylorImportance(),
     }[config.importance]()
     base_macs, base_params = tp.utils.count_ops_and_params(net, example)
-    pruner = tp.pruner.MetaPruner(net, example, importance=importance, pruning_ratio=config.ratio,
-                                  iterative_steps=config.iterative_steps, ignored_layers=[head],
-                                  round_to=config.round_to)
     batches = [torch.from_numpy(np.asarray(b, dtype=np.float32)) for b in example_batches] if example_batches \
         else [torch.rand(4, spec.in_channels, size, size, generator=torch.Generator().manual_seed(0))]
-    for _ in range(config.iterative_steps):
-        if config.importance == "taylor":
-            net.zero_grad()
-            for b in batches:
-                net(b).pow(2).mean().backward()
-        pruner.step()
+    with concat_sizes_from_tensors(tp, torch):
+        pruner = tp.pruner.MetaPruner(net, example, importance=importance, pruning_ratio=config.ratio,
+                                      iterative_steps=config.iterative_steps, ignored_layers=[head],
+                                      round_to=config.round_to)
+        for _ in range(config.iterative_steps):
+            if config.importance == "taylor":
+                net.zero_grad()
+                for b in batches:
+                    net(b).pow(2).mean().backward()
+            pruner.step()
     net.zero_grad(set_to_none=True)
     net.eval()
     macs, params = tp.utils.count_ops_and_params(net, example)
