@@ -224,6 +224,7 @@ def quick_student(ct: Path, seg: Path, out: Path, threads: int | None) -> Path:
 
 
 def benchmark(*, ct: Path, seg: Path, student: Path | None, work: Path, windows: int = 3, repeats: int = 7,
+              bundle_dir: Path | None = None,
               threads: int | None = None, budget_s: float = 360.0, patch: tuple[int, int, int] = TEACHER_PATCH,
               features: tuple[int, ...] = TEACHER_FEATURES, classes: int = TEACHER_CLASSES,
               backends: tuple[str, ...] = ("ort", "openvino")) -> dict[str, Any]:
@@ -238,9 +239,14 @@ def benchmark(*, ct: Path, seg: Path, student: Path | None, work: Path, windows:
 
     # Student first (its distillation uses torch threads; the teacher then has the cores alone).
     t0 = time.perf_counter()
-    student_dir = student if student is not None else quick_student(ct, seg, work / "student", threads)
-    student_trained_s = None if student is not None else round(time.perf_counter() - t0, 1)
-    bundle = to_onnx(student_dir, work / "liver.edgemed", OnnxExportConfig(parity_volumes=(volume,)))
+    if bundle_dir is not None:  # an existing bundle, e.g. pruned + INT8 from edgemed prune / quantize
+        from edgemed.runtime import OnnxBundle
+
+        bundle, student_dir, student_trained_s = OnnxBundle.load(bundle_dir), bundle_dir, None
+    else:
+        student_dir = student if student is not None else quick_student(ct, seg, work / "student", threads)
+        student_trained_s = None if student is not None else round(time.perf_counter() - t0, 1)
+        bundle = to_onnx(student_dir, work / "liver.edgemed", OnnxExportConfig(parity_volumes=(volume,)))
 
     model = build_teacher(features=features, classes=classes)
     params = sum(p.numel() for p in model.parameters())
@@ -265,7 +271,8 @@ def benchmark(*, ct: Path, seg: Path, student: Path | None, work: Path, windows:
         "teacher": {"model": "nnU-Net 3d_fullres PlainConvUNet (TotalSegmentator v2 total plans, random weights)",
                     "features": list(features), "classes": classes, "spacing_mm": list(TEACHER_SPACING_MM),
                     "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider", **teacher},
-        "student": {"checkpoint": str(student_dir) if student is not None else "quick 3-epoch liver student",
+        "student": {"checkpoint": str(student_dir) if (student or bundle_dir) is not None
+                    else "quick 3-epoch liver student", "precision": bundle.precision,
                     "distill_s": student_trained_s, "threads": threads, "backends": students},
         "ratio_teacher_over_student": ratios,
         "ratio_target": RATIO_TARGET,
@@ -318,6 +325,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--budget-s", type=float, default=360.0, help="run all windows if they fit in this")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--bundle", type=Path, default=None, help="time this bundle instead of exporting a student")
     args = parser.parse_args()
     if args.windows < 3 or args.repeats < 5:
         parser.error("--windows must be >= 3 and --repeats >= 5")
@@ -327,7 +335,8 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         report = benchmark(ct=ct, seg=seg, student=args.student, work=Path(tmp), windows=args.windows,
-                           repeats=args.repeats, threads=args.threads, budget_s=args.budget_s)
+                           repeats=args.repeats, threads=args.threads, budget_s=args.budget_s,
+                           bundle_dir=args.bundle)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_suffix(".json.tmp")
     tmp_out.write_text(json.dumps(report, indent=2) + "\n")
