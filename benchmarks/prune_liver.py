@@ -81,6 +81,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "prune_liver")
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     from edgemed.artifacts import StudentCheckpoint
     from edgemed.compress import DistillConfig, PruneConfig, distill, prune
@@ -114,10 +115,10 @@ def main() -> int:
         "speedup_openvino": round(latency["unpruned_openvino"] / latency["pruned_kd_openvino"], 2),
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix(".json.tmp")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(OUT)
+    tmp.replace(args.out)
     print(json.dumps({k: report[k] for k in ("dice", "speedup_ort", "speedup_openvino", "dice_drop_points_heldout")}))
     return 0
 
