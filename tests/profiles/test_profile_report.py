@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _no_torch import run_without_torch
 from click.testing import CliRunner
 
 from edgemed.artifacts import PreprocessSpec
@@ -130,16 +129,9 @@ def test_cli_profile_errors_are_edgemed_errors(tiny: tuple[Path, Path, Path], tm
 
 
 def test_profiles_import_without_torch_or_heavy_libraries() -> None:
-    code = (
-        "import sys, importlib.abc\n"
-        "class Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'nncf', 'torch_pruning', 'tensorrt'):\n"
-        "            raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
+    result = run_without_torch(
         "import edgemed.profiles\n"
         "heavy = [m for m in ('torch', 'matplotlib', 'onnx', 'scipy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
