@@ -13,7 +13,7 @@ def _prune_half(net: torch.nn.Module, example: torch.Tensor) -> tuple[int, int]:
 
     before = sum(p.numel() for p in net.parameters())
     head = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))][-1]
-    with concat_sizes_from_tensors(tp, torch):
+    with concat_sizes_from_tensors():
         pruner = tp.pruner.MetaPruner(net, example, importance=tp.importance.MagnitudeImportance(p=2),
                                       pruning_ratio=0.5, ignored_layers=[head])
         pruner.step()

@@ -52,7 +52,7 @@ class PruneConfig:
 
 
 @contextlib.contextmanager
-def concat_sizes_from_tensors(tp: Any, torch: Any) -> Iterator[None]:
+def concat_sizes_from_tensors() -> Iterator[None]:
     """Give torch-pruning the real input channels of every concatenation (a fix for MONAI networks).
 
     torch-pruning infers a concat's input channel counts by walking the traced graph back from
@@ -63,7 +63,8 @@ def concat_sizes_from_tensors(tp: Any, torch: Any) -> Iterator[None]:
     dependency graph stores as `node.grad_fn` — and the concat mapping is given those sizes
     instead of inferring them. Nothing changes for graphs torch-pruning already handles.
     """
-    from torch_pruning.dependency import index_mapping
+    torch = require("torch")
+    index_mapping = require("torch_pruning.dependency.index_mapping")
 
     sizes: dict[Any, list[int]] = {}
     real_cat, real_update = torch.cat, index_mapping.update_concat_index_mapping
@@ -127,7 +128,7 @@ def prune(student: StudentCheckpoint | str | os.PathLike[str], config: PruneConf
     base_macs, base_params = tp.utils.count_ops_and_params(net, example)
     batches = [torch.from_numpy(np.asarray(b, dtype=np.float32)) for b in example_batches] if example_batches \
         else [torch.rand(4, spec.in_channels, size, size, generator=torch.Generator().manual_seed(0))]
-    with concat_sizes_from_tensors(tp, torch):
+    with concat_sizes_from_tensors():
         pruner = tp.pruner.MetaPruner(net, example, importance=importance, pruning_ratio=config.ratio,
                                       iterative_steps=config.iterative_steps, ignored_layers=[head],
                                       round_to=config.round_to)

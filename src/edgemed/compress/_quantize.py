@@ -30,12 +30,13 @@ import numpy as np
 from edgemed._deps import require
 from edgemed.artifacts import write_artifact
 from edgemed.errors import ConfigError, InputError
-from edgemed.io import Volume, context_stack, from_student_grid, prepare_volume, read_labels, read_volume
+from edgemed.io import Volume, context_stack, prepare_volume, read_labels, read_volume
 from edgemed.metrics import dice
 
 __all__ = ["NncfInt8Config", "OrtInt8Config", "QuantizeResult", "quantize"]
 
 _CALIBRATE = ("minmax", "entropy", "percentile")
+_BATCH = 16
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,7 +136,7 @@ def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], conf
     Returns:
         What was measured and chosen; the written bundle records the same.
     """
-    from edgemed.runtime import OnnxBundle
+    from edgemed.runtime import BUNDLE_KIND, BUNDLE_SCHEMA, OnnxBundle
     from edgemed.runtime.backends import open_session
 
     handler = _HANDLERS.get(type(config))
@@ -156,7 +157,7 @@ def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], conf
                                                         for s in val_scans]
     with open_session("ort", src.model_path) as fp32:
         calib, calib_record = _calibration_slices(fp32, volumes, spec, name, config.calibration_slices)
-        fp32_masks = [_segment(fp32, v, spec, name) for v in val_volumes]
+        fp32_masks = _masks(src, fp32, "ort", val_volumes)
     refs = [(read_labels(r, like=v).array if not isinstance(r, np.ndarray) else r) for r, v in
             zip(references, val_volumes)] if references is not None else None
     organs = src.organs
@@ -164,7 +165,7 @@ def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], conf
         q_path = Path(tmp) / "model_int8.onnx"
         handler(src.model_path, q_path, calib, name, config)
         with open_session(config.backend, q_path) as int8:
-            int8_masks = [_segment(int8, v, spec, name) for v in val_volumes]
+            int8_masks = _masks(src, int8, config.backend, val_volumes)
         scores = _dice_report(fp32_masks, int8_masks, refs, organs)
         restored: list[str] = []
         if (isinstance(config, NncfInt8Config) and config.accuracy_control
@@ -172,7 +173,7 @@ def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], conf
             with open_session("ort", src.model_path) as fp32:
                 restored = _quantize_nncf_accuracy_control(src.model_path, q_path, calib, fp32, name, organs, config)
             with open_session(config.backend, q_path) as int8:
-                int8_masks = [_segment(int8, v, spec, name) for v in val_volumes]
+                int8_masks = _masks(src, int8, config.backend, val_volumes)
             first_drop = scores["worst_drop"]
             scores = _dice_report(fp32_masks, int8_masks, refs, organs)
             scores["first_attempt_worst_drop"] = first_drop
@@ -197,7 +198,7 @@ def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], conf
                             {**calib_record, "method": type(config).__name__, "config": _config_json(config)})
     metadata = dict(src.metadata)
     metadata.update(precision=precision, preferred_backend=backend, quantization=result.to_json())
-    write_artifact(out, kind="bundle", schema_version=1, payload={str(src.metadata["model"]): model_bytes},
+    write_artifact(out, kind=BUNDLE_KIND, schema_version=BUNDLE_SCHEMA, payload={str(src.metadata["model"]): model_bytes},
                    metadata=metadata, parent=src.manifest.digest)
     return result
 
@@ -211,20 +212,22 @@ def _config_json(config: Any) -> dict[str, Any]:
 def _calibration_slices(session: Any, volumes: list[Volume], spec: Any, name: str,
                         n: int) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Up to n (1, C, H, W) stacks, half from slices where the FP32 model sees an organ (label-free)."""
+    out_name = session.outputs[0].name
     organ, other = [], []
-    for v_i, volume in enumerate(volumes):
+    for volume in volumes:
         image, geom = prepare_volume(volume, spec)
-        for k in range(image.shape[0]):
-            x = np.ascontiguousarray(context_stack(image, [k], spec.context_slices, step=geom.context_step),
-                                     dtype=np.float32)
-            has_organ = bool((session.run({name: x})[next(iter(_out_names(session)))].argmax(1) > 0).any())
-            (organ if has_organ else other).append((v_i, k, x))
+        for first in range(0, image.shape[0], _BATCH):
+            x = np.ascontiguousarray(context_stack(image, np.arange(first, min(first + _BATCH, image.shape[0])),
+                                                   spec.context_slices, step=geom.context_step), dtype=np.float32)
+            has_organ = (session.run({name: x})[out_name].argmax(1) > 0).any(axis=(1, 2))
+            for stack, found in zip(x, has_organ):
+                (organ if found else other).append(stack[None])
     if not organ:
         raise InputError("the model finds its organ in none of the calibration scans; give scans that show it.")
     take_organ = min(len(organ), max(n // 2, n - len(other)))
     picks = _even(organ, take_organ) + _even(other, min(len(other), n - take_organ))
-    return [x for _, _, x in picks], {"slices": len(picks), "organ_slices": take_organ,
-                                      "scans": len(volumes), "stratified_by": "FP32 model's own masks"}
+    return picks, {"slices": len(picks), "organ_slices": take_organ, "scans": len(volumes),
+                   "stratified_by": "FP32 model's own masks"}
 
 
 def _even(items: list[Any], n: int) -> list[Any]:
@@ -234,23 +237,12 @@ def _even(items: list[Any], n: int) -> list[Any]:
     return [items[i] for i in idx]
 
 
-def _out_names(session: Any) -> list[str]:
-    return [o.name for o in session.outputs]
+def _masks(bundle: Any, session: Any, backend: str, volumes: list[Volume]) -> list[np.ndarray]:
+    """Class-index masks on each volume's own grid, through the runtime's own pipeline."""
+    from edgemed.runtime import Segmenter
 
-
-def _segment(session: Any, volume: Volume, spec: Any, name: str, batch: int = 16) -> np.ndarray:
-    """The class-index mask of `volume` on its own grid (argmax of probabilities)."""
-    from edgemed.runtime._postprocess import softmax
-
-    image, geom = prepare_volume(volume, spec)
-    out_name = _out_names(session)[0]
-    scores = []
-    for first in range(0, image.shape[0], batch):
-        ks = np.arange(first, min(first + batch, image.shape[0]))
-        x = np.ascontiguousarray(context_stack(image, ks, spec.context_slices, step=geom.context_step),
-                                 dtype=np.float32)
-        scores.append(softmax(session.run({name: x})[out_name], axis=1))
-    return from_student_grid(np.concatenate(scores), geom).argmax(0)
+    seg = Segmenter(bundle, session, backend=backend)  # not closed here: the caller owns the session
+    return [seg.predict(v, batch_size=_BATCH).argmax(0) for v in volumes]
 
 
 def _dice_report(fp32: list[np.ndarray], int8: list[np.ndarray], refs: list[np.ndarray] | None,
@@ -344,7 +336,7 @@ def _quantize_nncf_accuracy_control(src: Path, dst: Path, calib: list[np.ndarray
     onnx = require("onnx")
     nncf = require("nncf")
     ort = require("onnxruntime", extra="runtime")
-    out_name = _out_names(fp32)[0]
+    out_name = fp32.outputs[0].name
     items = [(x, fp32.run({name: x})[out_name].argmax(1)) for x in calib]
 
     def validate(model: Any, data: Any) -> float:

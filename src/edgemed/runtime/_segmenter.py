@@ -53,21 +53,9 @@ def load(bundle: str | os.PathLike[str] | OnnxBundle, *, backend: str = "auto", 
     opened = OnnxBundle.load(bundle.path if isinstance(bundle, OnnxBundle) else bundle)
     if opened.format != "onnx":
         raise ArtifactError(f"{opened.path} holds a {opened.format!r} model; this runtime runs ONNX bundles.")
-    preferred = opened.metadata.get("preferred_backend")
-    if backend == "auto" and preferred and _installed(str(preferred)):
-        backend = str(preferred)
-    name = resolve_backend(backend)
+    name = resolve_backend(backend, prefer=opened.metadata.get("preferred_backend"))
     session = open_session(name, opened.model_path, threads=threads, throughput=throughput)
     return Segmenter(opened, session, backend=name)
-
-
-def _installed(backend: str) -> bool:
-    import importlib.util
-
-    from edgemed.runtime.backends import BACKENDS
-
-    info = BACKENDS.get(backend)
-    return info is not None and importlib.util.find_spec(info.library) is not None
 
 
 class Segmenter:

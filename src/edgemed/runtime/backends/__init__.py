@@ -41,15 +41,17 @@ BACKENDS: dict[str, BackendInfo] = {
 AUTO_ORDER = ("ort", "openvino")
 
 
-def resolve_backend(name: str) -> str:
-    """The registered backend `name` stands for ("auto": the first installed of `AUTO_ORDER`).
+def resolve_backend(name: str, *, prefer: str | None = None) -> str:
+    """The registered backend `name` stands for ("auto": `prefer` when it is installed, else the
+    first installed of `AUTO_ORDER`).
 
     Raises:
         ConfigError: Unknown name (with a suggestion).
         MissingDependencyError: "auto" and no backend library is installed.
     """
     if name == "auto":
-        for candidate in AUTO_ORDER:
+        preferred = (prefer,) if prefer in BACKENDS else ()
+        for candidate in (*preferred, *AUTO_ORDER):
             if importlib.util.find_spec(BACKENDS[candidate].library) is not None:
                 return candidate
         raise MissingDependencyError(
