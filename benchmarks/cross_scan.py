@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemed._atomic import atomic_file
 from edgemed.compress import DistillConfig, config_from_dict, distill
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,10 +170,8 @@ def main() -> int:
             "complete": len(runs) == len(args.seeds), "runs": runs,
             "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
         }
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-        tmp.replace(out)
+        with atomic_file(out) as tmp:
+            tmp.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out}")
     return 0
 

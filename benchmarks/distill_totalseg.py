@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgemed._atomic import atomic_file
 from edgemed.compress import DistillConfig, distill
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,10 +46,8 @@ def _write(args: argparse.Namespace, results: list[dict[str, object]], *, comple
                             if r["organ"] == "liver"), None),
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
-    tmp_out.replace(args.out)
+    with atomic_file(args.out) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def main() -> int:

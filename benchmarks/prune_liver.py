@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from edgemed._atomic import atomic_file
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,10 +117,8 @@ def main() -> int:
         "speedup_openvino": round(latency["unpruned_openvino"] / latency["pruned_kd_openvino"], 2),
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(args.out)
+    with atomic_file(args.out) as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: report[k] for k in ("dice", "speedup_ort", "speedup_openvino", "dice_drop_points_heldout")}))
     return 0
 

@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edgemed._atomic import atomic_file
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("EDGEMED_DATA", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "benchmarks" / "results" / "quantize_liver.json"
@@ -77,10 +79,8 @@ def main() -> int:
     teacher_s = ref["teacher"].get("seconds_per_volume") if isinstance(ref.get("teacher"), dict) else None
     report["reference_teacher_seconds_per_volume"] = teacher_s
     report["host"] = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = OUT.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(report, indent=1) + "\n")
-    tmp_out.replace(OUT)
+    with atomic_file(OUT) as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {OUT}")
     return 0
 

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from edgemed._atomic import atomic_file
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("EDGEMED_DATA", ROOT.parent / "shared" / "data")) / "totalseg"
 OUT = ROOT / "benchmarks" / "results" / "reference_teacher.json"
@@ -337,10 +339,8 @@ def main() -> int:
         report = benchmark(ct=ct, seg=seg, student=args.student, work=Path(tmp), windows=args.windows,
                            repeats=args.repeats, threads=args.threads, budget_s=args.budget_s,
                            bundle_dir=args.bundle)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
-    tmp_out.replace(args.out)
+    with atomic_file(args.out) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
     print(_table(report))
     print(f"wrote {args.out}")
     return 0

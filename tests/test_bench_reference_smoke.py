@@ -45,6 +45,7 @@ def test_benchmark_tiny(real_data: Path, tmp_path: Path) -> None:
     assert t["seconds_per_volume"] > 0 and t["input_shape_1p5mm"][0] > 200
     s = report["student"]["backends"]["ort"]
     assert s["repeats"] == 5 and s["ms_median"] > 0 and 0 <= s["overhead_fraction_median"] <= 1
-    # Stage shares cannot exceed the total; the rest is untimed glue, more of it on a loaded machine.
-    assert 0.3 < sum(s["share_of_total"].values()) <= 1.0 + 1e-6
+    # Shares are per-stage medians over the median total, so they may sum a little over 1 (the
+    # original tolerance, 0.05); below 1 is untimed glue, more of it on a loaded machine.
+    assert 0.3 < sum(s["share_of_total"].values()) <= 1.05
     assert report["ratio_teacher_over_student"]["ort"] > 0 and report["host"]["onnxruntime"]
