@@ -14,7 +14,15 @@ __all__ = ["prune"]
 @click.command()
 @click.argument("student", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Pruned student directory to write.")
-@click.option("--ratio", type=float, default=0.5, show_default=True, help="Share of channels removed per layer.")
+@click.option("--ratio", type=float, default=None, help="Share of channels removed per layer  [default: 0.5].")
+@click.option("--target-macs", type=float, default=None,
+              help="Instead of --ratio: prune until at most this share of the MACs is left (0.25 = a quarter).")
+@click.option("--target-latency-ms", type=float, default=None,
+              help="Instead of --ratio: prune until one slice runs within this many ms here (ONNX Runtime).")
+@click.option("--latency-size", type=int, default=256, show_default=True,
+              help="Slice edge in pixels for --target-latency-ms.")
+@click.option("--max-ratio", type=float, default=0.9, show_default=True,
+              help="With a target: the largest share of channels that may go.")
 @click.option("--importance", type=click.Choice(["magnitude", "bn_scale", "taylor"]), default="magnitude",
               show_default=True)
 @click.option("--steps", type=int, default=1, show_default=True, help="Iterative pruning steps.")
@@ -22,13 +30,15 @@ __all__ = ["prune"]
               help="Unlabeled scans: fine-tune the pruned student by distillation from the unpruned one.")
 @click.option("--epochs", type=int, default=30, show_default=True, help="Fine-tune epochs.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Fine-tune learning rate.")
-def prune(student: Path, out: Path, ratio: float, importance: str, steps: int, finetune_scans: tuple[str, ...],
+def prune(student: Path, out: Path, ratio: float | None, target_macs: float | None, target_latency_ms: float | None,
+          latency_size: int, max_ratio: float, importance: str, steps: int, finetune_scans: tuple[str, ...],
           epochs: int, lr: float) -> None:
     """Remove channels from a student (torch-pruning, DepGraph); fine-tune it from the unpruned one.
 
     \b
     Example:
       edgemed prune runs/liver --ratio 0.5 --finetune-scans ct1.nii.gz ct2.nii.gz --out runs/liver_p50
+      edgemed prune runs/liver --target-latency-ms 8 --out runs/liver_8ms
     """
     import tempfile
 
@@ -36,22 +46,32 @@ def prune(student: Path, out: Path, ratio: float, importance: str, steps: int, f
     from edgemed.compress import DistillConfig, PruneConfig, distill, prune as run_prune
     from edgemed.models.teachers import StudentTeacher
 
-    config = PruneConfig(ratio=ratio, importance=importance, iterative_steps=steps)
+    config = PruneConfig(ratio=ratio, target_macs=target_macs, target_latency_ms=target_latency_ms,
+                         latency_size=latency_size, max_ratio=max_ratio, importance=importance, iterative_steps=steps)
     parent = StudentCheckpoint.load(student)
     if not finetune_scans:
-        pruned = run_prune(parent, config, out)
-        before, after = pruned.metadata["pruning"]["parameters"]
-        click.echo(f"wrote {out}: {before:,d} → {after:,d} parameters (not fine-tuned; pass --finetune-scans)")
+        pruned = run_prune(parent, config, out, progress=True)
+        click.echo(f"wrote {out}: {_summary(pruned)} (not fine-tuned; pass --finetune-scans)")
         return
     with tempfile.TemporaryDirectory(prefix="edgemed-prune-") as tmp:
-        pruned = run_prune(parent, config, Path(tmp) / "pruned")
+        pruned = run_prune(parent, config, Path(tmp) / "pruned", progress=True)
         organs = tuple(o.name for o in parent.organs)
         label_map = parent.metadata.get("label_map", {}).get("name", "totalsegmentator")
         tuned = distill(list(finetune_scans), DistillConfig(organs=organs, label_map=label_map, epochs=epochs, lr=lr,
                                                             preprocess=parent.preprocess),
                         out, teacher=StudentTeacher(student), init=pruned)
-    before, after = pruned.metadata["pruning"]["parameters"]
-    click.echo(f"wrote {out}: {before:,d} → {after:,d} parameters, fine-tuned {epochs} epochs from {student}")
+    click.echo(f"wrote {out}: {_summary(pruned)}, fine-tuned {epochs} epochs from {student}")
     for organ, value in tuned.metadata["validation"].get("dice", {}).items():
         click.echo(f"  {organ:<24} Dice vs the unpruned student on held-out data: {value:.4f}")
     click.echo(f"next: edgemed export {out} --out {out}.edgemed")
+
+
+def _summary(pruned) -> str:  # type: ignore[no-untyped-def]
+    record = pruned.metadata["pruning"]
+    (before, after), (macs0, macs1) = record["parameters"], record["macs_at"][:2]
+    text = (f"{before:,d} → {after:,d} parameters, {macs1 / macs0:.0%} of the MACs, "
+            f"{record['ratio_reached']:.0%} of channels removed")
+    if record.get("latency_ms_onnxruntime"):
+        t0, t1 = record["latency_ms_onnxruntime"]
+        text += f", {t0:.1f} → {t1:.1f} ms per slice here (ONNX Runtime)"
+    return text

@@ -13,6 +13,7 @@ import numpy as np
 
 from edgemed.artifacts import STUDENT_KIND, OrganChannel, StudentCheckpoint, write_artifact
 from edgemed.compress._config import DistillConfig
+from edgemed.compress._progress import progress_bar
 from edgemed.compress._slices import ScanSlices, heldout_scans, make_batch, scan_slices
 from edgemed.errors import ConfigError, EdgemedWarning, InputError
 from edgemed.io import Volume, from_student_grid, load_label_map, read_volume
@@ -159,7 +160,7 @@ def _train_member(net, slices, organ_train, other_train, organs, soft, num_class
     ema = _Ema(net, config.ema_decay) if config.ema_decay is not None else None
     shipped = lambda: ema.module if ema is not None else net  # noqa: E731
     history: list[dict[str, object]] = []
-    bar = _progress(range(config.epochs), progress, desc=f"distill {name}", unit="epoch")
+    bar = progress_bar(range(config.epochs), progress, desc=f"distill {name}", unit="epoch")
     for epoch in bar:
         net.train()
         losses = []
@@ -226,7 +227,7 @@ def _load_data(scans, teacher, teacher_predictions, ids, config, progress):  # t
             "only slices of the training scan could be held out, so the validation Dice measures how the student "
             "fills gaps in a scan it has seen, not how it does on a new patient. Give 2 or more scans to hold out "
             "whole scans.", EdgemedWarning, stacklevel=3)
-    for i, scan in enumerate(_progress(scans, progress and len(scans) > 1, desc="teacher", unit="scan")):
+    for i, scan in enumerate(progress_bar(scans, progress and len(scans) > 1, desc="teacher", unit="scan")):
         volume = scan if isinstance(scan, Volume) else read_volume(scan)
         name = volume.source or (Path(scan).name if not isinstance(scan, Volume) else f"volume{i}")
         if teacher_predictions is not None:
@@ -305,11 +306,3 @@ def _evaluate_native(net, slices: list[ScanSlices], organs: list[OrganChannel], 
         "dice": {o.name: round(dice(pred == o.channel, ref == o.channel), 4) for o in organs},
         "per_scan": per_scan,
     }
-
-
-def _progress(it, enabled: bool, **kwargs):  # type: ignore[no-untyped-def]
-    if not enabled:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, leave=True, **kwargs)
