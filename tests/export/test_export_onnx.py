@@ -74,6 +74,24 @@ def test_fixed_batch_export(export_student: StudentCheckpoint, tmp_path: Path) -
     assert fixed.parity["passed"] and fixed.metadata["export"]["simplified"] is False
 
 
+def test_fp16_export_halves_the_file_and_keeps_float32_io(bundle: OnnxBundle, export_student: StudentCheckpoint,
+                                                          tmp_path: Path) -> None:
+    import onnx
+
+    half = to_onnx(export_student, tmp_path / "fp16", OnnxExportConfig(precision="fp16"))
+    assert half.precision == "fp16"
+    assert half.model_path.stat().st_size < 0.6 * bundle.model_path.stat().st_size
+    assert half.inputs[0].dtype == "float32" and half.outputs[0].dtype == "float32"
+    model = onnx.load(str(half.model_path))
+    assert {t.data_type for t in model.graph.initializer if t.dims and len(t.dims) == 4} == {onnx.TensorProto.FLOAT16}
+    assert half.parity["tolerance"] == {"max_abs_logit_diff": 5e-2, "min_mask_dice": 0.99}
+    assert 0 < half.parity["max_abs_logit_diff"] < 5e-2  # fp16 rounding, within its tolerance
+    assert min(half.parity["mask_dice"].values()) >= 0.99
+    with OrtSession(half.model_path) as session:  # the runtime feeds it float32 like any bundle
+        x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+        assert session.run({"image": x})["logits"].dtype == np.float32
+
+
 def test_parity_on_given_scans_and_paths(export_student: StudentCheckpoint, tmp_path: Path) -> None:
     ct, _ = make_phantom(5, SMALL)
     path = tmp_path / "scan.nii.gz"
@@ -149,6 +167,7 @@ def test_existing_bundle_survives_a_failed_export(bundle: OnnxBundle, export_stu
     ({"parity_volumes": ()}, "parity_volumes is empty"),
     ({"parity_volumes": (3,)}, "holds a int"),
     ({"parity_max_slices": 0}, "parity_max_slices"),
+    ({"precision": "int8"}, "edgemed quantize"),
 ])
 def test_config_validates_itself(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ConfigError, match=match):

@@ -18,13 +18,16 @@ __all__ = ["export"]
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--parity-scans", cls=MultiValueOption,
               help="Real scans to check parity on (NIfTI or DICOM folders); default: a synthetic phantom.")
-@click.option("--max-abs-logit-diff", type=float, default=1e-3, show_default=True)
-@click.option("--min-mask-dice", type=float, default=0.999, show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16: half-size weights for GPUs (inputs/outputs stay float32). INT8: edgemed quantize.")
+@click.option("--max-abs-logit-diff", type=float, default=None,
+              help="Parity tolerance  [default: 1e-3 for fp32, 5e-2 for fp16].")
+@click.option("--min-mask-dice", type=float, default=None, help="Parity tolerance  [default: 0.999 fp32, 0.99 fp16].")
 @click.option("--fixed-batch", is_flag=True, help="Batch of 1 instead of a dynamic batch axis.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim graph simplification.")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle manifest's parity block as JSON.")
-def export(student: Path, out: Path, opset: int, parity_scans: tuple[str, ...], max_abs_logit_diff: float,
-           min_mask_dice: float, fixed_batch: bool, no_simplify: bool, as_json: bool) -> None:
+def export(student: Path, out: Path, opset: int, parity_scans: tuple[str, ...], precision: str,
+           max_abs_logit_diff: float | None, min_mask_dice: float | None, fixed_batch: bool, no_simplify: bool, as_json: bool) -> None:
     """Export STUDENT (a checkpoint from `edgemed distill`) to an ONNX bundle the runtime loads.
 
     The exported model and the torch student run on the same slices; past the tolerances the
@@ -37,7 +40,8 @@ def export(student: Path, out: Path, opset: int, parity_scans: tuple[str, ...], 
     from edgemed.export import OnnxExportConfig, to_onnx
 
     config = OnnxExportConfig(opset=opset, dynamic_batch=not fixed_batch, simplify=not no_simplify,
-                              parity_volumes=tuple(parity_scans) or None, max_abs_logit_diff=max_abs_logit_diff,
+                              parity_volumes=tuple(parity_scans) or None, precision=precision,
+                              max_abs_logit_diff=max_abs_logit_diff,
                               min_mask_dice=min_mask_dice)
     bundle = to_onnx(student, out, config)
     parity = bundle.parity

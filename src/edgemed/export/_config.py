@@ -9,7 +9,13 @@ from typing import Union
 from edgemed.errors import ConfigError
 from edgemed.io import Volume
 
-__all__ = ["MIN_OPSET", "OnnxExportConfig"]
+__all__ = ["MIN_OPSET", "OnnxExportConfig", "PRECISIONS"]
+
+#: Weight precisions of an exported graph. FP16 halves the file and is what GPUs (TensorRT,
+#: ONNX Runtime CUDA/DirectML) run fastest; inputs and outputs stay float32 either way.
+PRECISIONS = ("fp32", "fp16")
+#: Default parity tolerances per precision (FP16 rounds logits at ~1e-3 relative).
+_TOLERANCE = {"fp32": (1e-3, 0.999), "fp16": (5e-2, 0.99)}
 
 # Opset 17 brings LayerNormalization and is what TensorRT 8.6 (JetPack 5/6) and ORT ≥ 1.14 all read.
 MIN_OPSET = 17
@@ -32,8 +38,12 @@ class OnnxExportConfig:
             will see: parity on a phantom says little about a real CT's intensity range.
         parity_max_slices: At most this many evenly spaced axial slices per parity volume (bounds
             export time on large scans).
-        max_abs_logit_diff: The largest |logit_onnx − logit_torch| accepted.
-        min_mask_dice: The lowest per-organ Dice between the ONNX and torch masks accepted.
+        precision: "fp32", or "fp16" (weights and arithmetic in half precision, inputs and
+            outputs float32; numerically sensitive ops stay fp32, see `to_onnx`).
+        max_abs_logit_diff: The largest |logit_onnx − logit_torch| accepted (default 1e-3 for
+            fp32, 5e-2 for fp16).
+        min_mask_dice: The lowest per-organ Dice between the ONNX and torch masks accepted
+            (default 0.999 for fp32, 0.99 for fp16).
     """
 
     opset: int = MIN_OPSET
@@ -41,10 +51,19 @@ class OnnxExportConfig:
     simplify: bool = True
     parity_volumes: tuple[ParityVolume, ...] | None = None
     parity_max_slices: int = 64
-    max_abs_logit_diff: float = 1e-3
-    min_mask_dice: float = 0.999
+    precision: str = "fp32"
+    max_abs_logit_diff: float | None = None
+    min_mask_dice: float | None = None
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r}; export writes {' or '.join(PRECISIONS)} "
+                              "(INT8 comes from `edgemed quantize` on the fp32 bundle).")
+        logit, dice = _TOLERANCE[self.precision]
+        if self.max_abs_logit_diff is None:
+            object.__setattr__(self, "max_abs_logit_diff", logit)
+        if self.min_mask_dice is None:
+            object.__setattr__(self, "min_mask_dice", dice)
         if self.parity_volumes is not None:
             volumes = self.parity_volumes
             if isinstance(volumes, (str, os.PathLike, Volume)):

@@ -70,6 +70,8 @@ def to_onnx(student: StudentCheckpoint | str | os.PathLike[str], out: str | os.P
         model = onnx.load(str(path))
         if config.simplify:
             model = _simplify(model)
+        if config.precision == "fp16":
+            model = _to_fp16(model)
         try:
             onnx.checker.check_model(model, full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
@@ -123,6 +125,28 @@ def _simplify(model: Any) -> Any:
                            "Export with simplify=False (CLI: --no-simplify).") from err
 
 
+def _to_fp16(model: Any) -> Any:
+    """Weights and arithmetic in float16; graph inputs and outputs stay float32.
+
+    ONNX Runtime's converter inserts the casts at the graph's edges (keep_io_types), so the
+    runtime feeds float32 as for any bundle; Resize and the ops ONNX Runtime lists as unsafe in
+    fp16 stay float32.
+    """
+    require("onnxruntime")
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "value out of fp16 range, clamped": checked by parity
+            half = OnnxModel(convert_float_to_float16(model, keep_io_types=True, op_block_list=["Resize"]))
+        half.topological_sort()  # the converter appends its input casts at the end of the node list
+        return half.model
+    except Exception as err:  # noqa: BLE001  the converter raises arbitrary types on graphs it cannot handle
+        raise BackendError(f"could not convert the graph to fp16 ({type(err).__name__}: {err}); "
+                           "export fp32 and let TensorRT build fp16 from it.") from err
+
+
 def _tensor_specs(onnx: ModuleType, values: Any) -> list[dict[str, Any]]:
     specs = []
     for value in values:
@@ -144,7 +168,7 @@ def _metadata(ckpt: StudentCheckpoint, model: Any, config: OnnxExportConfig, par
     return {
         "format": "onnx",
         "model": MODEL_FILE,
-        "precision": "fp32",
+        "precision": config.precision,
         "opset": int(opset),
         "inputs": _tensor_specs(onnx, model.graph.input),
         "outputs": _tensor_specs(onnx, model.graph.output),
