@@ -4,13 +4,15 @@ FP32 bundle: a default liver student (benchmarks/cross_scan.py's seed 0) exporte
 Calibration: slices of example_ct (the unlabeled training scan; stratified by the FP32 model's own
 masks). Dice: vs TotalSegmentator's labels on example_ct (whole volume) and vs the semi-automatic
 liver mask of dcmqi_ct3slice (another patient). Both flows run: NNCF → OpenVINO and ONNX Runtime's
-quantize_static → ONNX Runtime. Latency: the models timed side by side, interleaved, in one run
+quantize_static → ONNX Runtime; with `--flows ... nncf_qat_openvino nncf_ptq_plain_openvino`, also
+NNCF quantization-aware training (distilled from the FP32 student) beside plain PTQ without accuracy
+control, the baseline QAT improves on. Latency: the models timed side by side, interleaved, in one run
 (16-slice batches), plus the whole-volume `segment` of the runtime for FP32 (ONNX Runtime) and the
 chosen model.
 
-    .venv/bin/python benchmarks/quantize_liver.py [--bundle DIR]
+    .venv/bin/python benchmarks/quantize_liver.py [--bundle DIR] [--flows F ...] [--out JSON]
 
-Writes benchmarks/results/quantize_liver.json.
+Writes benchmarks/results/quantize_liver.json (or --out).
 """
 
 from __future__ import annotations
@@ -46,10 +48,15 @@ def _volume_ms(bundle: Path, backend: str, volume: object, repeats: int = 5) -> 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=ROOT / "runs" / "cross_scan" / "final_s0" / "bundle")
+    parser.add_argument("--student", type=Path, default=None,
+                        help="the checkpoint the bundle was exported from (QAT); default: BUNDLE/../student")
+    parser.add_argument("--flows", nargs="+", default=["nncf_openvino", "ort_quantize_static"],
+                        choices=["nncf_openvino", "ort_quantize_static", "nncf_qat_openvino", "nncf_ptq_plain_openvino"])
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     import numpy as np
 
-    from edgemed.compress import NncfInt8Config, OrtInt8Config, quantize
+    from edgemed.compress import NncfInt8Config, NncfQatConfig, OrtInt8Config, quantize
     from edgemed.io import read_labels, read_volume
 
     ct = read_volume(DATA / "totalseg" / "example_ct.nii.gz")
@@ -59,7 +66,12 @@ def main() -> int:
     report: dict[str, object] = {"benchmark": "quantize_liver", "fp32_bundle": str(args.bundle.relative_to(ROOT)),
                                  "flows": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, config in [("nncf_openvino", NncfInt8Config()), ("ort_quantize_static", OrtInt8Config())]:
+        student = args.student or args.bundle.parent / "student"
+        configs = {"nncf_openvino": lambda: NncfInt8Config(), "ort_quantize_static": lambda: OrtInt8Config(),
+                   "nncf_ptq_plain_openvino": lambda: NncfInt8Config(accuracy_control=False),
+                   "nncf_qat_openvino": lambda: NncfQatConfig(student=student)}
+        for label in args.flows:
+            config = configs[label]()
             out = Path(tmp) / label
             result = quantize(args.bundle, [ct], config, out, validation_scans=[ct, other],
                               references=[teacher, other_ref])
@@ -79,9 +91,9 @@ def main() -> int:
     teacher_s = ref["teacher"].get("seconds_per_volume") if isinstance(ref.get("teacher"), dict) else None
     report["reference_teacher_seconds_per_volume"] = teacher_s
     report["host"] = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
-    with atomic_file(OUT) as tmp:
+    with atomic_file(args.out) as tmp:
         tmp.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {OUT}")
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -155,3 +155,55 @@ def test_nncf_accuracy_control_returns_harmful_layers_to_fp32(fp32_bundle: tuple
         assert record["first_attempt_worst_drop"] > 0.0
         assert isinstance(record["kept_in_fp32_by_accuracy_control"], list)
     assert result.chosen_precision in ("int8", "fp32") and result.reason
+
+
+def test_qat_trains_fake_quantizers_from_the_fp32_student_and_exports_qdq(
+        fp32_bundle: tuple[Path, list[Path], list[Path]], tmp_path: Path) -> None:
+    import torch
+
+    from edgemed.artifacts import StudentCheckpoint
+    from edgemed.compress import NncfQatConfig
+    from edgemed.compress._quantize import _quantize_nncf_qat, fold_batchnorm_
+    from edgemed.models import load_student
+    from edgemed.runtime import OnnxBundle
+    from edgemed.runtime.backends import open_session
+
+    src_dir, scans, segs = fp32_bundle
+    src = OnnxBundle.load(src_dir)
+    student_dir = src_dir.parent / "student"
+    # BatchNorm folding is exact: the folded network computes the same logits.
+    net = load_student(StudentCheckpoint.load(student_dir)).eval()
+    x = torch.rand(2, 3, 48, 40)
+    with torch.no_grad():
+        before = net(x)
+        assert fold_batchnorm_(net) > 0
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+        torch.testing.assert_close(net(x), before, atol=1e-4, rtol=1e-4)
+    # The handler: PTQ-initialised fake quantizers, trained, exported as a QDQ graph that both runtimes run.
+    calib = [np.random.default_rng(i).random((1, 3, 48, 40), dtype=np.float32) for i in range(16)]
+    dst = tmp_path / "qat.onnx"
+    _quantize_nncf_qat(src.model_path, dst, calib, src.inputs[0].name,
+                       NncfQatConfig(student=student_dir, calibration_slices=16, epochs=2))
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= _ops(dst)
+    for backend in ("ort", "openvino"):
+        with open_session(backend, dst) as session:
+            out = session.run({src.inputs[0].name: calib[0]})
+            assert next(iter(out.values())).shape == (1, 2, 48, 40)
+    # Through quantize(): measured and decided like PTQ, and recorded as QAT.
+    result = quantize(src_dir, scans[:1], NncfQatConfig(student=student_dir, calibration_slices=16, epochs=1,
+                                                         max_dice_drop=0.2),
+                      tmp_path / "q", validation_scans=scans[1:], references=segs[1:], timing_repeats=2)
+    record = OnnxBundle.load(tmp_path / "q").metadata["quantization"]
+    assert record["calibration"]["method"] == "NncfQatConfig" and record["calibration"]["config"]["epochs"] == 1
+    assert set(result.latency_ms) == {"fp32_ort", "fp32_openvino", "int8_openvino"} and result.reason
+
+
+def test_qat_refuses_a_student_the_bundle_was_not_exported_from(fp32_bundle: tuple[Path, list[Path], list[Path]],
+                                                                tmp_path: Path) -> None:
+    from edgemed.compress import NncfQatConfig, PruneConfig, prune
+
+    src_dir, scans, _ = fp32_bundle
+    other = prune(src_dir.parent / "student", PruneConfig(ratio=0.25), tmp_path / "other")
+    with pytest.raises(InputError, match="not exported from"):
+        quantize(src_dir, scans[:1], NncfQatConfig(student=other.path), tmp_path / "x")
+    assert not (tmp_path / "x").exists()

@@ -7,6 +7,11 @@ Two flows, picked by the config type:
 - `OrtInt8Config`: ONNX Runtime's own `quantize_static` (QDQ, per-channel, MinMax / Entropy /
   Percentile calibration), for devices that only have ONNX Runtime.
 
+- `NncfQatConfig`: quantization-aware training, for when PTQ misses the Dice budget: NNCF
+  inserts fake quantizers into the torch student (BatchNorm folded first, initialised by PTQ
+  on the same calibration slices), which is then distilled from its own FP32 self on those
+  slices (label-free) and exported as a QDQ graph for OpenVINO.
+
 Calibration slices come from real scans through `edgemed.io`, stratified so the organ is seen:
 the FP32 model's own masks (label-free) pick half the slices among those with the organ.
 The quantized model is accepted only if its Dice drop stays within the budget (vs reference
@@ -33,7 +38,7 @@ from edgemed.errors import ConfigError, InputError
 from edgemed.io import Volume, context_stack, prepare_volume, read_labels, read_volume
 from edgemed.metrics import dice
 
-__all__ = ["NncfInt8Config", "OrtInt8Config", "QuantizeResult", "quantize"]
+__all__ = ["NncfInt8Config", "NncfQatConfig", "OrtInt8Config", "QuantizeResult", "quantize"]
 
 _CALIBRATE = ("minmax", "entropy", "percentile")
 _BATCH = 16
@@ -96,6 +101,42 @@ class OrtInt8Config:
             raise ConfigError(f"calibrate_method={self.calibrate_method!r}; use one of {', '.join(_CALIBRATE)}.")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NncfQatConfig:
+    """INT8 by quantization-aware training with NNCF, distilled from the FP32 student.
+
+    Attributes:
+        student: The student checkpoint the bundle was exported from (its digest is checked):
+            the network that is trained with fake quantizers.
+        calibration_slices: 2.5D slice stacks (stratified like PTQ's) used both to initialise
+            the quantizer ranges and as the training set.
+        epochs: Passes over those slices.
+        lr: AdamW learning rate (small: the weights only adapt to their INT8 grid).
+        batch_size: Slices per step.
+        temperature: Softmax temperature of the distillation from the FP32 student.
+        max_dice_drop: As in `NncfInt8Config`.
+        backend: Where the INT8 model is meant to run and is timed ("openvino").
+        ignored_layers: Unused (NNCF's torch ignored scope names differ from ONNX node names).
+    """
+
+    student: str | os.PathLike[str]
+    calibration_slices: int = 256
+    epochs: int = 8
+    lr: float = 1e-4
+    batch_size: int = 8
+    temperature: float = 2.0
+    max_dice_drop: float = 0.005
+    backend: str = "openvino"
+    ignored_layers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_common(self.calibration_slices, self.max_dice_drop)
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("epochs and batch_size must be >= 1.")
+        if not 0 < self.lr < 0.1:
+            raise ConfigError(f"lr={self.lr} is outside (0, 0.1); QAT fine-tunes gently, try 1e-4.")
+
+
 def _check_common(slices: int, drop: float) -> None:
     if slices < 8:
         raise ConfigError(f"calibration_slices={slices} is too few; use at least 8 (128 is typical).")
@@ -127,7 +168,8 @@ def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], conf
     Args:
         bundle: An `OnnxBundle` or its directory (FP32, from `edgemed export`).
         scans: Calibration scans (real CT/MR; no labels needed).
-        config: `NncfInt8Config` (OpenVINO) or `OrtInt8Config` (ONNX Runtime).
+        config: `NncfInt8Config` (OpenVINO), `OrtInt8Config` (ONNX Runtime) or `NncfQatConfig`
+            (quantization-aware training of the torch student, for OpenVINO).
         out: The bundle directory to write.
         validation_scans: Scans the Dice drop is measured on (default: the calibration scans).
         references: Reference label maps for `validation_scans` (e.g. the teacher's); without
@@ -141,12 +183,15 @@ def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], conf
 
     handler = _HANDLERS.get(type(config))
     if handler is None:
-        raise ConfigError(f"unknown quantization config {type(config).__name__}; use NncfInt8Config or OrtInt8Config.")
+        raise ConfigError(f"unknown quantization config {type(config).__name__}; use NncfInt8Config, OrtInt8Config "
+                          "or NncfQatConfig.")
     src = bundle if isinstance(bundle, OnnxBundle) else OnnxBundle.load(bundle)
     if src.precision != "fp32":
         raise InputError(f"{src.path} is already {src.precision}; quantize the FP32 bundle from edgemed export.")
     if not scans:
         raise ConfigError("no calibration scans; pass real scans of the kind the model will see (--scans).")
+    if isinstance(config, NncfQatConfig):
+        _check_qat_student(config, src)
     val_scans = list(validation_scans) if validation_scans else list(scans)
     if references is not None and len(references) != len(val_scans):
         raise ConfigError(f"{len(val_scans)} validation scans but {len(references)} reference label maps.")
@@ -206,6 +251,8 @@ def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], conf
 def _config_json(config: Any) -> dict[str, Any]:
     raw = asdict(config)
     raw["ignored_layers"] = list(raw["ignored_layers"])
+    if "student" in raw:
+        raw["student"] = str(raw["student"])
     return raw
 
 
@@ -366,4 +413,83 @@ def _quantize_nncf_accuracy_control(src: Path, dst: Path, calib: list[np.ndarray
                   and not any(i in quantized_inputs for i in n.input))
 
 
-_HANDLERS = {NncfInt8Config: _quantize_nncf, OrtInt8Config: _quantize_ort}
+def _check_qat_student(config: NncfQatConfig, bundle: Any) -> None:
+    from edgemed.artifacts import StudentCheckpoint
+
+    ckpt = StudentCheckpoint.load(config.student)
+    exported_from = bundle.metadata.get("student", {}).get("digest")
+    if exported_from and ckpt.manifest.digest != exported_from:
+        raise InputError(f"{bundle.path} was not exported from {ckpt.path} (student digest {exported_from[:12]}… vs "
+                         f"{ckpt.manifest.digest[:12]}…); pass the student checkpoint the bundle came from.")
+
+
+def fold_batchnorm_(net: Any) -> int:
+    """Fold every BatchNorm that directly follows a convolution in a Sequential into that conv.
+
+    What ONNX export does anyway; done before QAT, the fake weight quantizers see the weights
+    that will be deployed. Returns the number of folds.
+    """
+    torch = require("torch")
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folds = 0
+    for seq in [m for m in net.modules() if isinstance(m, torch.nn.Sequential)]:
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d) and bn.track_running_stats:
+                seq._modules[a] = fuse_conv_bn_eval(conv.eval(), bn.eval())
+                seq._modules[b] = torch.nn.Identity()
+                folds += 1
+    return folds
+
+
+def _quantize_nncf_qat(src: Path, dst: Path, calib: list[np.ndarray], name: str, config: NncfQatConfig) -> None:
+    """PTQ-initialised fake quantizers, distilled from the FP32 student on the calibration stacks, QDQ-exported."""
+    import copy
+    import warnings
+
+    torch = require("torch")
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "900")  # first use compiles a C++ extension (~1 min)
+    nncf = require("nncf")
+    from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
+
+    from edgemed.artifacts import StudentCheckpoint
+    from edgemed.compress._losses import distill_loss
+    from edgemed.compress._progress import progress_bar
+    from edgemed.models import load_student
+
+    fp32 = load_student(StudentCheckpoint.load(config.student)).eval()
+    fold_batchnorm_(fp32)
+    x_all = torch.from_numpy(np.concatenate(calib))
+    with torch.no_grad():
+        logits = torch.cat([fp32(x_all[i:i + _BATCH]) for i in range(0, len(x_all), _BATCH)])
+    soft = torch.softmax(logits / config.temperature, 1)
+    hard = torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 3, 1, 2).float()
+    qnet = nncf.quantize(copy.deepcopy(fp32), nncf.Dataset(list(x_all.split(_BATCH))),
+                         preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(x_all))
+    opt = torch.optim.AdamW(qnet.parameters(), lr=config.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(0)
+    qnet.train()
+    for _ in progress_bar(range(config.epochs), True, desc="QAT", unit="epoch"):
+        for idx in torch.randperm(len(x_all), generator=gen).split(config.batch_size):
+            loss = distill_loss(qnet(x_all[idx]), soft[idx], hard[idx], temperature=config.temperature, soft=True,
+                                dice_weight=1.0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    qnet.eval()
+    for m in qnet.modules():
+        if isinstance(m, BaseQuantizer):
+            m.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
+    onnx = require("onnx")
+    opset = next((o.version for o in onnx.load(str(src)).opset_import if o.domain in ("", "ai.onnx")), 17)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; chosen as in edgemed.export
+        torch.onnx.export(qnet, (x_all[:1],), str(dst), input_names=[name], output_names=["logits"],
+                          opset_version=opset, dynamic_axes={name: axes, "logits": axes}, do_constant_folding=True,
+                          dynamo=False)
+
+
+_HANDLERS = {NncfInt8Config: _quantize_nncf, OrtInt8Config: _quantize_ort, NncfQatConfig: _quantize_nncf_qat}
