@@ -135,3 +135,15 @@ def test_profiles_import_without_torch_or_heavy_libraries() -> None:
         "assert not heavy, heavy\n"
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("backend", ["ort", "openvino"])
+def test_conv_peak_probe_runs_int8_and_fp32(backend: str) -> None:
+    from edgemed.profiles import peak_conv_gops
+
+    pytest.importorskip("openvino" if backend == "openvino" else "onnxruntime")
+    for precision in ("int8", "fp32"):
+        gops = peak_conv_gops(backend, precision, channels=32, size=16, repeats=1)
+        assert 0 < gops < 1e6
+    with pytest.raises(ValueError, match="precision"):
+        peak_conv_gops(backend, "int4", channels=8, size=8)

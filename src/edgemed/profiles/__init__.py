@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from edgemed.profiles._flops import COUNTED_OPS, FlopCount, count_flops, count_parameters
-from edgemed.profiles._measure import Percentiles, host_facts, peak_matmul_gflops, peak_rss_bytes
+from edgemed.profiles._measure import Percentiles, host_facts, peak_conv_gops, peak_matmul_gflops, peak_rss_bytes
 from edgemed.profiles._report import profile_bundle
 from edgemed.profiles._types import (STAGES, BatchLatency, ModelFacts, OrganAccuracy, ProfileConfig,
                                      ProfileReport)
@@ -32,6 +32,7 @@ __all__ = [
     "count_flops",
     "count_parameters",
     "host_facts",
+    "peak_conv_gops",
     "peak_matmul_gflops",
     "peak_rss_bytes",
     "profile_bundle",

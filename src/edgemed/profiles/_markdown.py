@@ -66,7 +66,7 @@ def render_markdown(report: ProfileReport) -> str:
         f"| FLOPs per slice (2·MACs) | {_si(m.flops_per_slice, 'FLOP')} |",
         f"| FLOPs per volume | {_si(m.flops_per_volume, 'FLOP')} |",
         f"| achieved (median inference) | {_num(m.achieved_gflops, '.2f')} GFLOP/s |",
-        f"| host peak (fp32 numpy matmul) | {m.peak_gflops:.2f} GFLOP/s |",
+        f"| host peak ({m.peak_kind}) | {m.peak_gflops:.2f} GFLOP/s |",
         f"| achieved / peak | {_num(m.peak_percent, '.1f')} % |",
     ]
     if m.flops_by_op:

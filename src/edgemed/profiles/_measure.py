@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Percentiles", "host_facts", "peak_matmul_gflops", "peak_rss_bytes"]
+__all__ = ["Percentiles", "host_facts", "peak_conv_gops", "peak_matmul_gflops", "peak_rss_bytes"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,65 @@ def peak_matmul_gflops(n: int = 2048, repeats: int = 3) -> float:
         np.matmul(a, b, out=out)
         best = min(best, (time.perf_counter_ns() - t0) / 1e9)
     return 2.0 * n**3 / max(best, 1e-9) / 1e9
+
+
+def peak_conv_gops(backend: str = "openvino", precision: str = "int8", *, channels: int = 256, size: int = 56,
+                   repeats: int = 5) -> float:
+    """The host's measured convolution ceiling on `backend`, in GOP/s (1 MAC = 2 ops).
+
+    One dense 3x3 convolution, `channels` in and out, on a `size` x `size` map: the kind of layer
+    a segmentation network spends its time in, large enough to saturate the cores. For "int8"
+    the graph is QDQ (uint8 activations, int8 per-channel weights), which OpenVINO and ONNX
+    Runtime run as INT8 kernels (AVX-512 VNNI / AMX / NEON dot products where present); "fp32"
+    is the same conv unquantized. The INT8 / FP32 ratio is the speedup INT8 can bring here at best.
+
+    Raises:
+        MissingDependencyError: `onnx` (to build the probe graph) or the backend is not installed.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from edgemed._deps import require
+    from edgemed.runtime.backends import open_session
+
+    onnx = require("onnx", extra="runtime")
+    helper, tp = onnx.helper, onnx.TensorProto
+    rng = np.random.default_rng(0)
+    c, k = channels, 3
+    w = rng.standard_normal((c, c, k, k)).astype(np.float32) * 0.05
+    nodes, inits = [], [helper.make_tensor("b", tp.FLOAT, [c], np.zeros(c, np.float32))]
+    if precision == "int8":
+        w_scale = np.abs(w).reshape(c, -1).max(1) / 127.0
+        w_q = np.round(w / w_scale[:, None, None, None]).astype(np.int8)
+        inits += [helper.make_tensor("wq", tp.INT8, w.shape, w_q.tobytes(), raw=True),
+                  helper.make_tensor("ws", tp.FLOAT, [c], w_scale.astype(np.float32)),
+                  helper.make_tensor("wz", tp.INT8, [c], np.zeros(c, np.int8).tobytes(), raw=True),
+                  helper.make_tensor("xs", tp.FLOAT, [], [1.0 / 255]),
+                  helper.make_tensor("xz", tp.UINT8, [], [0])]
+        nodes += [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+                  helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+                  helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0),
+                  helper.make_node("Conv", ["xd", "w", "b"], ["y"], pads=[1, 1, 1, 1])]
+    elif precision == "fp32":
+        inits.append(helper.make_tensor("w", tp.FLOAT, w.shape, w.ravel()))
+        nodes.append(helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1]))
+    else:
+        raise ValueError(f"precision={precision!r}; use 'int8' or 'fp32'.")
+    graph = helper.make_graph(nodes, "conv_peak", [helper.make_tensor_value_info("x", tp.FLOAT, [1, c, size, size])],
+                              [helper.make_tensor_value_info("y", tp.FLOAT, [1, c, size, size])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.random((1, c, size, size), dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="edgemed-peak-") as tmp:
+        path = Path(tmp) / "conv.onnx"
+        path.write_bytes(model.SerializeToString())
+        with open_session(backend, path) as session:
+            session.run({"x": x})  # compile, warm caches and thread pool
+            best = float("inf")
+            for _ in range(max(1, repeats)):
+                t0 = time.perf_counter_ns()
+                session.run({"x": x})
+                best = min(best, (time.perf_counter_ns() - t0) / 1e9)
+    return 2.0 * c * c * k * k * size * size / max(best, 1e-9) / 1e9
 
 
 def host_facts() -> dict[str, Any]:

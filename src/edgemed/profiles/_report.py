@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgemed._atomic import atomic_file
-from edgemed.profiles._measure import Percentiles, host_facts, peak_matmul_gflops, peak_rss_bytes
+from edgemed.profiles._measure import Percentiles, host_facts, peak_conv_gops, peak_matmul_gflops, peak_rss_bytes
 from edgemed.profiles._types import (STAGES, BatchLatency, ModelFacts, OrganAccuracy, ProfileConfig,
                                      ProfileReport)
 
@@ -105,8 +105,9 @@ def profile_bundle(bundle: Any, scan: PathLike, *, teacher_predictions: PathLike
         backend_name = seg.backend
         model_path = seg.bundle.model_path
         bundle_path = seg.bundle.path
+        precision = seg.bundle.precision
     model = _model_facts(model_path, spec.name, (channels, *geom.padded_hw), fixed_batch, slices,
-                         stages["inference"].p50_ms, notes)
+                         stages["inference"].p50_ms, notes, precision=precision, backend=backend_name)
     accuracy = _accuracy(mask.array, references, organs, volume.spacing_mm)
     host = {**host_facts(), "backend": backend_name,
             "threads": config.threads if config.threads is not None else runtime.physical_cores()}
@@ -150,7 +151,8 @@ def _batch_latency(session: Any, name: str, slice_shape: tuple[int, ...], config
 
 
 def _model_facts(model_path: Path, input_name: str, slice_shape: tuple[int, ...], fixed_batch: int | None,
-                 slices: int, inference_p50_ms: float, notes: list[str]) -> ModelFacts:
+                 slices: int, inference_p50_ms: float, notes: list[str], *, precision: str = "fp32",
+                 backend: str = "ort") -> ModelFacts:
     batch = fixed_batch or 1
     shape = (batch, *slice_shape)
     params = flops_slice = None
@@ -169,13 +171,18 @@ def _model_facts(model_path: Path, input_name: str, slice_shape: tuple[int, ...]
         if count.uncounted_nodes:
             notes.append(f"{len(count.uncounted_nodes)} Conv/MatMul nodes had no inferred shapes and were not "
                          f"counted: {list(count.uncounted_nodes)[:5]}")
-    peak = peak_matmul_gflops()
+    peak, peak_kind = peak_matmul_gflops(), "fp32 numpy matmul"
+    if precision == "int8":  # INT8 kernels have their own, higher ceiling: measure it on the backend that ran
+        try:
+            peak, peak_kind = peak_conv_gops(backend, "int8"), f"int8 3x3 conv on {backend}"
+        except Exception as err:  # noqa: BLE001  no onnx package or a backend that cannot run the probe
+            notes.append(f"the INT8 peak could not be measured on {backend} ({err}); compared with the fp32 peak.")
     flops_volume = None if flops_slice is None else flops_slice * slices
     achieved = None
     if flops_volume is not None and inference_p50_ms > 0:
         achieved = flops_volume / (inference_p50_ms / 1e3) / 1e9
     return ModelFacts(size_bytes=model_path.stat().st_size, parameters=params, flops_per_slice=flops_slice,
-                      flops_per_volume=flops_volume, achieved_gflops=achieved, peak_gflops=peak,
+                      flops_per_volume=flops_volume, achieved_gflops=achieved, peak_gflops=peak, peak_kind=peak_kind,
                       peak_percent=None if achieved is None else 100.0 * achieved / peak,
                       input_shape=(1, *slice_shape), flops_by_op=by_op)
 

@@ -109,10 +109,12 @@ class ModelFacts:
             student-grid size (None without onnx).
         flops_per_volume: flops_per_slice x slices.
         achieved_gflops: flops_per_volume / median inference time.
-        peak_gflops: The host's best float32 numpy matmul rate.
+        peak_gflops: The host's measured ceiling: the best float32 numpy matmul rate, or for an
+            INT8 model the best INT8 conv rate on the backend that ran it (GOP/s).
         peak_percent: achieved / peak x 100.
         input_shape: The concrete per-slice input shape counted, e.g. (1, 3, 48, 40).
         flops_by_op: FLOPs per slice by operator type.
+        peak_kind: What `peak_gflops` measured, e.g. "fp32 numpy matmul".
     """
 
     size_bytes: int
@@ -124,13 +126,15 @@ class ModelFacts:
     peak_percent: float | None
     input_shape: tuple[int, ...]
     flops_by_op: Mapping[str, int] = field(default_factory=dict)
+    peak_kind: str = "fp32 numpy matmul"
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         rnd = lambda v, n: None if v is None else round(v, n)  # noqa: E731
         return {"size_bytes": self.size_bytes, "parameters": self.parameters, "flops_per_slice": self.flops_per_slice,
                 "flops_per_volume": self.flops_per_volume, "achieved_gflops": rnd(self.achieved_gflops, 3),
-                "peak_gflops": round(self.peak_gflops, 3), "peak_percent": rnd(self.peak_percent, 3),
+                "peak_gflops": round(self.peak_gflops, 3), "peak_kind": self.peak_kind,
+                "peak_percent": rnd(self.peak_percent, 3),
                 "input_shape": list(self.input_shape), "flops_by_op": dict(self.flops_by_op)}
 
 

@@ -1,0 +1,100 @@
+"""How close does the INT8 student come to this host's INT8 ceiling? Peaks and achieved rates, one run.
+
+Peaks (`edgemed.profiles.peak_conv_gops`): one dense 3x3 conv (256 → 256 channels, 56 x 56), INT8
+(QDQ) and FP32, on OpenVINO and ONNX Runtime; plus numpy's FP32 matmul. Achieved: the student
+bundles on 16-slice batches of their real input size, ops counted from the ONNX graph (1 MAC = 2
+ops). Every measurement is interleaved over rounds (best of each) so machine noise hits all alike.
+
+    .venv/bin/python benchmarks/int8_peak.py [--fp32 BUNDLE] [--int8 BUNDLE] [--size H W]
+
+Writes benchmarks/results/int8_peak.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgemed._atomic import atomic_file
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "int8_peak.json"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fp32", type=Path, default=ROOT / "runs" / "prune_liver" / "pruned_kd.edgemed")
+    parser.add_argument("--int8", type=Path, default=ROOT / "runs" / "prune_liver" / "pruned_kd_int8.edgemed")
+    parser.add_argument("--size", type=int, nargs=2, default=[128, 112], metavar=("H", "W"),
+                        help="slice size the student sees (the liver CT's body crop at 3 mm: 128 x 112)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    from edgemed.profiles import count_flops
+    from edgemed.profiles._measure import host_facts, peak_conv_gops, peak_matmul_gflops
+    from edgemed.runtime import OnnxBundle
+    from edgemed.runtime.backends import open_session
+
+    fp32, int8 = OnnxBundle.load(args.fp32), OnnxBundle.load(args.int8)
+    if int8.precision != "int8":
+        raise SystemExit(f"{args.int8} is {int8.precision}, not an INT8 bundle (edgemed quantize keeps FP32 when INT8 "
+                         "does not win).")
+    name = fp32.inputs[0].name
+    x = np.random.default_rng(0).random((16, fp32.preprocess.in_channels, *args.size), dtype=np.float32)
+    ops = {label: count_flops(b.model_path, {name: x.shape}).flops for label, b in (("fp32", fp32), ("int8", int8))}
+    sessions = {"student_fp32_ort": open_session("ort", fp32.model_path),
+                "student_fp32_openvino": open_session("openvino", fp32.model_path),
+                "student_int8_openvino": open_session("openvino", int8.model_path)}
+    peaks: dict[str, list[float]] = {k: [] for k in ("int8_openvino", "fp32_openvino", "int8_ort", "fp32_ort",
+                                                      "fp32_numpy_matmul")}
+    student_ms: dict[str, list[float]] = {k: [] for k in sessions}
+    for s in sessions.values():
+        s.run({name: x})
+    for _ in range(args.rounds):
+        for key in peaks:
+            if key == "fp32_numpy_matmul":
+                peaks[key].append(peak_matmul_gflops())
+            else:
+                precision, backend = key.split("_", 1)
+                peaks[key].append(peak_conv_gops(backend, precision, repeats=3))
+        for key, s in sessions.items():
+            t0 = time.perf_counter()
+            s.run({name: x})
+            student_ms[key].append((time.perf_counter() - t0) * 1e3)
+    for s in sessions.values():
+        s.close()
+    peak = {k: round(max(v), 1) for k, v in peaks.items()}
+    best_ms = {k: round(min(v), 2) for k, v in student_ms.items()}
+    achieved = {k: round(ops["int8" if "int8" in k else "fp32"] / (best_ms[k] / 1e3) / 1e9, 1) for k in best_ms}
+    report = {
+        "benchmark": "int8_peak",
+        "fp32_bundle": str(args.fp32), "int8_bundle": str(args.int8),
+        "batch": list(x.shape), "gop_per_batch": {k: round(v / 1e9, 3) for k, v in ops.items()},
+        "peak_gops": peak,
+        "student_ms_per_batch": best_ms,
+        "student_achieved_gops": achieved,
+        "fraction_of_peak": {
+            "int8_openvino_vs_int8_openvino_peak": round(achieved["student_int8_openvino"] / peak["int8_openvino"], 3),
+            "fp32_openvino_vs_fp32_openvino_peak": round(achieved["student_fp32_openvino"] / peak["fp32_openvino"], 3),
+            "fp32_ort_vs_fp32_ort_peak": round(achieved["student_fp32_ort"] / peak["fp32_ort"], 3),
+        },
+        "int8_over_fp32_peak_openvino": round(peak["int8_openvino"] / peak["fp32_openvino"], 2),
+        "host": {**host_facts(), "python": platform.python_version(), "cpus": os.cpu_count()},
+    }
+    with atomic_file(args.out) as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k: report[k] for k in ("peak_gops", "student_achieved_gops", "fraction_of_peak")}, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
