@@ -11,7 +11,7 @@ from _no_torch import run_without_torch
 from click.testing import CliRunner
 
 from edgemed.artifacts import PreprocessSpec
-from edgemed.errors import ArtifactError, InputError
+from edgemed.errors import ArtifactError, ConfigError, InputError
 from edgemed.io import write_nifti
 from edgemed.phantom import PhantomConfig, make_phantom
 from edgemed.profiles import count_flops, count_parameters, profile_bundle
@@ -147,3 +147,36 @@ def test_conv_peak_probe_runs_int8_and_fp32(backend: str) -> None:
         assert 0 < gops < 1e6
     with pytest.raises(ValueError, match="precision"):
         peak_conv_gops(backend, "int4", channels=8, size=8)
+
+
+def test_cli_profile_predicts_for_a_target_not_at_hand(tiny: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from edgemed.cli._profile import profile
+    from edgemed.profiles import Calibration
+
+    bundle, scan, _ = tiny
+    res = CliRunner().invoke(profile, [str(bundle), "--scan", str(scan), "--target", "jetson-orin-nano-8gb",
+                                       "--precision", "fp16"])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("PREDICTED (not measured)") and "uncalibrated default" in res.output
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps(Calibration("trt", "fp16", 0.5, 0.5, 1.0, note="test calibration").to_json()))
+    res = CliRunner().invoke(profile, [str(bundle), "--scan", str(scan), "--target", "jetson-agx-orin-64gb",
+                                       "--calibration", str(cal), "--json"])
+    out = json.loads(res.output)
+    assert out["label"] == "predicted" and out["precision"] == "fp32" and out["volume_inference_ms"] > 0
+    assert out["per_batch"]["calibration"]["note"] == "test calibration"
+    res = CliRunner().invoke(profile, [str(bundle), "--scan", str(scan), "--target", "orin-nano"])
+    assert isinstance(res.exception, ConfigError) and "jetson-orin-nano-8gb" in str(res.exception)
+
+
+def test_cli_profiles_lists_shows_and_measures_the_host() -> None:
+    from edgemed.cli._profiles import profiles
+
+    res = CliRunner().invoke(profiles, [])
+    assert res.exit_code == 0 and "jetson-orin-nano-8gb" in res.output and "h200" in res.output
+    shown = json.loads(CliRunner().invoke(profiles, ["--show", "jetson-agx-orin-64gb"]).output)
+    assert shown["dla_cores"] == 2 and "developer.nvidia.com" in shown["sources"]["peak_tops"]
+    res = CliRunner().invoke(profiles, ["--host", "--json"])
+    host = [p for p in json.loads(res.output) if p["id"] == "host"][0]
+    assert host["peak_tops"]["fp32"] > 0 and host["memory_bandwidth_gbs"] > 0
+    assert host["sources"]["peak_tops.fp32"].startswith("measured")

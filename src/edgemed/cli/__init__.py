@@ -21,6 +21,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("edgemed.cli._export", "export", "Export a student to an ONNX bundle, parity-checked against torch."),
     "profile": ("edgemed.cli._profile", "profile",
                 "Profile a bundle on a scan: stage latency, FLOP/s vs host peak, Dice; writes a report."),
+    "profiles": ("edgemed.cli._profiles", "profiles",
+                 "List hardware target profiles (Jetson, GPUs, CPUs, your TOML; --host measures this one)."),
     "prune": ("edgemed.cli._prune", "prune", "Structured channel pruning (torch-pruning) + distillation fine-tune."),
     "quantize": ("edgemed.cli._quantize", "quantize",
                  "INT8 quantization (NNCF or ONNX Runtime), Dice-checked, kept only where faster."),

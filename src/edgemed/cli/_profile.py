@@ -24,16 +24,29 @@ __all__ = ["profile"]
 @click.option("--threads", type=int, help="Backend threads (default: physical cores).")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Report folder (default: ./profile-<bundle name>).")
+@click.option("--target", default=None,
+              help="Predict the inference latency on this target profile instead of measuring here "
+                   "(`edgemed profiles` lists them; 'host' measures).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="With --target: the precision the target will run (default: the bundle's).")
+@click.option("--calibration", type=click.Path(path_type=Path), default=None,
+              help="With --target: efficiencies fitted on measured runs (benchmarks/predict_latency.py writes them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
 def profile(bundle: Path, scan: Path, teacher_predictions: Path | None, ground_truth: Path | None, backend: str,
-            repeats: int, warmup: int, threads: int | None, out: Path | None, as_json: bool) -> None:
+            repeats: int, warmup: int, threads: int | None, out: Path | None, target: str | None,
+            precision: str | None, calibration: Path | None, as_json: bool) -> None:
     """Profile BUNDLE on a scan: stage latency percentiles, batch throughput, FLOP/s vs this host's peak, Dice.
 
     \b
     Example:
       edgemed profile out/liver.edgemed --scan ct.nii.gz --teacher-predictions seg.nii.gz --out out/profile
+      edgemed profile out/liver.edgemed --scan ct.nii.gz --target jetson-orin-nano-8gb --precision fp16
     """
     from edgemed.profiles import profile_bundle
+
+    if target is not None and target != "host":
+        _predict(bundle, scan, target, precision, calibration, as_json)
+        return
 
     out_dir = out if out is not None else Path(f"profile-{bundle.name or 'bundle'}")
     report = profile_bundle(bundle, scan, teacher_predictions=teacher_predictions, ground_truth=ground_truth,
@@ -66,3 +79,25 @@ def profile(bundle: Path, scan: Path, teacher_predictions: Path | None, ground_t
         other = "openvino" if report.backend == "ort" else "ort"
         click.echo(f"next: read {report.report_md}; compare backends: edgemed profile {bundle} --scan {scan} "
                    f"--backend {other} --out {out_dir}-{other}")
+
+
+def _predict(bundle: Path, scan: Path, target_id: str, precision: str | None, calibration: Path | None,
+             as_json: bool) -> None:
+    from edgemed.profiles import get_profile, load_calibration, predict_bundle
+
+    target = get_profile(target_id)
+    cal = load_calibration(calibration) if calibration is not None else None
+    result = predict_bundle(bundle, scan, target, calibration=cal, precision=precision)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    per = result["per_batch"]
+    c = per["calibration"]
+    click.echo(f"PREDICTED (not measured) on {target.name} [{target.id}], {result['precision']}:")
+    click.echo(f"  inference {result['volume_inference_ms']:.1f} ms per volume ({result['batches']} batches of "
+               f"{result['batch']} slices, {per['latency_ms']:.2f} ms each: compute {per['compute_ms']:.2f}, "
+               f"memory {per['memory_ms']:.2f}, per-layer overhead {per['overhead_ms']:.2f})")
+    click.echo(f"  calibration: {c['backend']}/{c['precision']} compute efficiency {c['compute_efficiency']}, "
+               f"memory efficiency {c['memory_efficiency']}, {c['overhead_us_per_node']} µs/layer — {c['note']}")
+    click.echo(f"  {result['note']}")
+    click.echo(f"next: measure on the device: edgemed profile {bundle} --scan {scan} (run there)")

@@ -80,6 +80,26 @@ def count_flops(model: str | os.PathLike[str] | Any, input_shapes: Mapping[str, 
         >>> count_flops("out/liver.edgemed/model.onnx", {"image": (1, 3, 64, 64)}).flops
         412876800
     """
+    graph, shapes, fixed = _infer(model, input_shapes)
+    flops_by_op: dict[str, int] = {}
+    total_macs = 0
+    missing: list[str] = []
+    for node in graph.node:
+        if node.op_type not in COUNTED_OPS:
+            continue
+        macs = _node_macs(node, shapes)
+        if macs is None:
+            missing.append(node.name or f"{node.op_type}->{node.output[0]}")
+            continue
+        total_macs += macs
+        flops_by_op[node.op_type] = flops_by_op.get(node.op_type, 0) + 2 * macs
+    return FlopCount(flops=2 * total_macs, macs=total_macs, by_op=flops_by_op, uncounted_nodes=tuple(missing),
+                     input_shapes=fixed)
+
+
+def _infer(model: str | os.PathLike[str] | Any, input_shapes: Mapping[str, Sequence[int]]
+           ) -> tuple[Any, dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """Shape-infer `model` on concrete input shapes: (graph, static shape per tensor name, inputs fixed)."""
     import onnx
 
     proto = onnx.ModelProto()
@@ -115,20 +135,7 @@ def count_flops(model: str | os.PathLike[str] | Any, input_shapes: Mapping[str, 
         shape = _static_shape(value)
         if shape is not None:
             shapes[value.name] = shape
-    flops_by_op: dict[str, int] = {}
-    total_macs = 0
-    missing: list[str] = []
-    for node in graph.node:
-        if node.op_type not in COUNTED_OPS:
-            continue
-        macs = _node_macs(node, shapes)
-        if macs is None:
-            missing.append(node.name or f"{node.op_type}->{node.output[0]}")
-            continue
-        total_macs += macs
-        flops_by_op[node.op_type] = flops_by_op.get(node.op_type, 0) + 2 * macs
-    return FlopCount(flops=2 * total_macs, macs=total_macs, by_op=flops_by_op, uncounted_nodes=tuple(missing),
-                     input_shapes=fixed)
+    return graph, shapes, fixed
 
 
 def _load(model: str | os.PathLike[str] | Any) -> Any:

@@ -1,0 +1,169 @@
+"""Predicted vs measured latency on this CPU: every zoo student and the reference teacher, ONNX Runtime and
+OpenVINO, FP32 and INT8.
+
+Measured: median of interleaved runs (2D students: a batch of 16 slices of 9 x 128 x 112, the liver
+student's input at 3 mm; the teacher: one 128^3 window of TotalSegmentator's nnU-Net PlainConvUNet,
+the reference of benchmarks/reference_teacher.py). INT8 graphs: NNCF PTQ for OpenVINO, ONNX
+Runtime's quantize_static for ONNX Runtime (weights are random: latency does not depend on them).
+Predicted: `edgemed.profiles.predict_latency` with this host's measured profile (peaks, bandwidth)
+and a calibration per (backend, precision) fitted *leaving the predicted model out* — so every
+prediction is for a model the calibration has never seen.
+
+    .venv/bin/python benchmarks/predict_latency.py [--repeats 5] [--no-teacher]
+
+Writes benchmarks/results/predict_latency.json and the calibrations fitted on all models to
+benchmarks/results/calibration_host_{backend}_{precision}.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from edgemed._atomic import atomic_file
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "predict_latency.json"
+SLICE = (16, 9, 128, 112)
+WINDOW = (1, 1, 128, 128, 128)
+
+STUDENTS = {  # name → (zoo arch, kwargs)
+    "unet2d": ("unet2d", {}),
+    "unet2d_half": ("unet2d", {"widths": [8, 16, 32, 64, 128]}),
+    "mobile_unet2d": ("mobile_unet2d", {}),
+    "res_unet2d": ("res_unet2d", {}),
+    "res_unet2d_half": ("res_unet2d", {"widths": [8, 16, 32, 64, 80]}),
+}
+
+
+def _export(torch, net, shape, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), (torch.zeros(*shape),), str(path), opset_version=17, dynamo=False,
+                          input_names=["image"], output_names=["logits"])
+    return path
+
+
+def _quantize(fp32: Path, shape: tuple[int, ...], tmp: Path) -> dict[str, Path]:
+    import nncf
+    import onnx
+    from onnxruntime import quantization as q
+
+    rng = np.random.default_rng(0)
+    calib = [rng.random((1, *shape[1:]), dtype=np.float32) for _ in range(4)]
+    model = onnx.load(str(fp32))
+    nncf_path = tmp / f"{fp32.stem}_nncf.onnx"
+    onnx.save(nncf.quantize(model, nncf.Dataset(calib, lambda x: {"image": x}), subset_size=len(calib),
+                            preset=nncf.QuantizationPreset.PERFORMANCE), str(nncf_path))
+
+    class Reader(q.CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.it = iter(calib)
+
+        def get_next(self):  # type: ignore[no-untyped-def]
+            x = next(self.it, None)
+            return None if x is None else {"image": x}
+
+    ort_path = tmp / f"{fp32.stem}_ortq.onnx"
+    q.quantize_static(str(fp32), str(ort_path), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+                      activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
+    return {"openvino": nncf_path, "ort": ort_path}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-teacher", action="store_true", help="skip the 3D reference teacher (slow)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    import torch
+
+    from edgemed.models import StudentSpec, create_student
+    from edgemed.profiles import fit_calibration, graph_cost, predict_latency
+    from edgemed.profiles._host import host_profile
+    from edgemed.runtime.backends import open_session
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    host = host_profile()
+    print(f"host profile: {json.dumps(host.to_json()['peak_tops'])} TOPS, {host.memory_bandwidth_gbs} GB/s",
+          file=sys.stderr)
+    pairs: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="edgemed-predict-") as tmp_name:
+        tmp = Path(tmp_name)
+        models: dict[str, tuple[Path, tuple[int, ...]]] = {}
+        for name, (arch, kwargs) in STUDENTS.items():
+            net = create_student(StudentSpec(arch=arch, in_channels=SLICE[1], num_classes=2, kwargs=kwargs))
+            models[name] = (_export(torch, net, SLICE, tmp / f"{name}.onnx"), SLICE)
+        if not args.no_teacher:
+            from reference_teacher import build_teacher
+
+            models["reference_teacher_3d"] = (_export(torch, build_teacher(), WINDOW, tmp / "teacher.onnx"), WINDOW)
+        for name, (fp32, shape) in models.items():
+            print(f"quantizing and timing {name}", file=sys.stderr)
+            int8 = _quantize(fp32, shape, tmp)
+            variants = {("ort", "fp32"): fp32, ("openvino", "fp32"): fp32, ("ort", "int8"): int8["ort"],
+                        ("openvino", "int8"): int8["openvino"]}
+            x = np.random.default_rng(1).random(shape, dtype=np.float32)
+            sessions = {k: open_session(k[0], path) for k, path in variants.items()}
+            times: dict[tuple[str, str], list[float]] = {k: [] for k in sessions}
+            for s in sessions.values():
+                s.run({"image": x})
+            for _ in range(args.repeats):  # interleaved: noise hits every variant alike
+                for k, s in sessions.items():
+                    t0 = time.perf_counter()
+                    s.run({"image": x})
+                    times[k].append((time.perf_counter() - t0) * 1e3)
+            for s in sessions.values():
+                s.close()
+            for (backend, precision), path in variants.items():
+                pairs.append({"model": name, "backend": backend, "precision": precision,
+                              "measured_ms": round(statistics.median(times[(backend, precision)]), 3),
+                              "cost": graph_cost(path, {"image": shape}, precision)})
+    # Leave-one-model-out: calibrate on the other models of the same (backend, precision).
+    calibrations = {}
+    for pair in pairs:
+        others = [(p["model"], p["cost"], p["measured_ms"]) for p in pairs if p["model"] != pair["model"]
+                  and (p["backend"], p["precision"]) == (pair["backend"], pair["precision"])]
+        cal = fit_calibration(others, host, pair["precision"], pair["backend"])  # type: ignore[arg-type]
+        pred = predict_latency(pair["cost"], host, pair["precision"], cal)  # type: ignore[arg-type]
+        pair["predicted_ms"] = round(pred.latency_ms, 3)
+        pair["error"] = round(pred.latency_ms / float(pair["measured_ms"]) - 1, 3)  # type: ignore[arg-type]
+    for key in {(p["backend"], p["precision"]) for p in pairs}:
+        runs = [(p["model"], p["cost"], p["measured_ms"]) for p in pairs if (p["backend"], p["precision"]) == key]
+        cal = fit_calibration(runs, host, key[1], key[0])  # type: ignore[arg-type]
+        calibrations[f"{key[0]}_{key[1]}"] = cal.to_json()
+        path = ROOT / "benchmarks" / "results" / f"calibration_host_{key[0]}_{key[1]}.json"
+        with atomic_file(path) as t:
+            t.write_text(json.dumps(cal.to_json(), indent=1) + "\n")
+    errors = [abs(float(p["error"])) for p in pairs]  # type: ignore[arg-type]
+    table = [{k: v for k, v in p.items() if k != "cost"} for p in pairs]
+    report = {
+        "benchmark": "predict_latency",
+        "method": "roofline per node (FLOPs, bytes) with host-measured peaks; efficiencies fitted per (backend, "
+                  "precision) leaving the predicted model out",
+        "host_profile": host.to_json(),
+        "pairs": table,
+        "within_15_percent": round(sum(e <= 0.15 for e in errors) / len(errors), 3),
+        "within_30_percent": round(sum(e <= 0.30 for e in errors) / len(errors), 3),
+        "median_abs_error": round(statistics.median(errors), 3),
+        "calibrations_on_all_models": calibrations,
+    }
+    with atomic_file(args.out) as t:
+        t.write_text(json.dumps(report, indent=1) + "\n")
+    for row in table:
+        print(f"{row['model']:<22} {row['backend']:<9} {row['precision']:<5} measured {row['measured_ms']:>10.2f} ms  "
+              f"predicted {row['predicted_ms']:>10.2f} ms  ({float(row['error']):+.0%})")  # type: ignore[arg-type]
+    print(f"within ±30 %: {report['within_30_percent']:.0%}, ±15 %: {report['within_15_percent']:.0%}; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
