@@ -28,6 +28,39 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "int8_peak.json"
 
 
+def _openvino_layers(model_path: Path, name: str, x: np.ndarray, repeats: int = 5) -> dict[str, object]:
+    """Where the INT8 student's time goes in OpenVINO: per-layer times (PERF_COUNT), by kind and kernel."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(model_path)), "CPU", {"PERF_COUNT": "YES"})
+    request = compiled.create_infer_request()
+    request.infer({name: x})
+    totals: dict[str, float] = {}
+    for _ in range(repeats):
+        request.infer({name: x})
+        for info in request.get_profiling_info():
+            key = f"{info.node_type}|{info.exec_type}|{info.node_name}"
+            totals[key] = totals.get(key, 0.0) + info.real_time.total_seconds() * 1e3 / repeats
+    total = sum(totals.values()) or 1.0
+    by_type: dict[str, float] = {}
+    by_kernel: dict[str, float] = {}
+    for key, ms in totals.items():
+        node_type, exec_type, _ = key.split("|", 2)
+        by_type[node_type] = by_type.get(node_type, 0.0) + ms
+        by_kernel[exec_type] = by_kernel.get(exec_type, 0.0) + ms
+    top = sorted(totals.items(), key=lambda kv: -kv[1])[:12]
+    int8_conv = sum(ms for k, ms in totals.items() if k.startswith("Convolution|") and "I8" in k.split("|")[1])
+    return {
+        "total_ms_per_batch": round(total, 2),
+        "share_by_layer_type": {k: round(v / total, 3) for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])},
+        "share_by_kernel": {k: round(v / total, 3) for k, v in sorted(by_kernel.items(), key=lambda kv: -kv[1])[:10]},
+        "share_in_int8_convolutions": round(int8_conv / total, 3),
+        "top_layers_ms": [{"layer": k.split("|", 2)[2], "type": k.split("|")[0], "kernel": k.split("|")[1],
+                           "ms": round(ms, 3)} for k, ms in top],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fp32", type=Path, default=ROOT / "runs" / "prune_liver" / "pruned_kd.edgemed")
@@ -89,6 +122,7 @@ def main() -> int:
         "int8_over_fp32_peak_openvino": round(peak["int8_openvino"] / peak["fp32_openvino"], 2),
         "host": {**host_facts(), "python": platform.python_version(), "cpus": os.cpu_count()},
     }
+    report["openvino_int8_layer_profile"] = _openvino_layers(int8.model_path, name, x)
     with atomic_file(args.out) as tmp:
         tmp.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: report[k] for k in ("peak_gops", "student_achieved_gops", "fraction_of_peak")}, indent=1))

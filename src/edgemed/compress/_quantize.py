@@ -467,7 +467,7 @@ def _quantize_nncf_qat(src: Path, dst: Path, calib: list[np.ndarray], name: str,
     soft = torch.softmax(logits / config.temperature, 1)
     hard = torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 3, 1, 2).float()
     qnet = nncf.quantize(copy.deepcopy(fp32), nncf.Dataset(list(x_all.split(_BATCH))),
-                         preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(x_all))
+                         preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=-(-len(x_all) // _BATCH))
     opt = torch.optim.AdamW(qnet.parameters(), lr=config.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(0)
     qnet.train()
