@@ -1,4 +1,4 @@
-"""edgemed.runtime: load a bundle and segment volumes on ONNX Runtime or OpenVINO (numpy only; NO torch).
+"""edgemed.runtime: load a bundle and segment volumes on ONNX Runtime, OpenVINO or TensorRT (numpy only; NO torch).
 
 Device software embeds this package alone: it reads the bundle's manifest (verifying every
 file's sha256), applies exactly the preprocessing the student was trained with, runs the model
@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from edgemed.runtime._bundle import BUNDLE_KIND, BUNDLE_SCHEMA, OnnxBundle
+from edgemed.runtime._bundle import BUNDLE_KIND, BUNDLE_SCHEMA, ENGINE_KIND, EngineBundle, OnnxBundle
 from edgemed.runtime._host import physical_cores
 from edgemed.runtime._postprocess import component_labels, largest_component
 from edgemed.runtime._segmenter import Segmenter, load
@@ -25,6 +25,8 @@ __all__ = [
     "BACKENDS",
     "BUNDLE_KIND",
     "BUNDLE_SCHEMA",
+    "ENGINE_KIND",
+    "EngineBundle",
     "OnnxBundle",
     "Segmenter",
     "Session",

@@ -9,17 +9,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from edgemed.artifacts import Manifest, SpecsFromMetadata, read_manifest
 from edgemed.errors import ArtifactError, ConfigError
 from edgemed.runtime._types import TensorSpec
 
-__all__ = ["BUNDLE_KIND", "BUNDLE_SCHEMA", "MODEL_FILE", "OnnxBundle"]
+__all__ = ["BUNDLE_KIND", "BUNDLE_SCHEMA", "ENGINE_FILE", "ENGINE_KIND", "ENGINE_SCHEMA", "MODEL_FILE", "EngineBundle",
+           "OnnxBundle", "open_bundle"]
 
 BUNDLE_KIND = "bundle"
 BUNDLE_SCHEMA = 1
 MODEL_FILE = "model.onnx"
+ENGINE_KIND = "engine"
+ENGINE_SCHEMA = 1
+ENGINE_FILE = "model.engine"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,10 @@ class OnnxBundle(SpecsFromMetadata):
     path: Path
     manifest: Manifest
 
+    KIND: ClassVar[str] = BUNDLE_KIND
+    SCHEMAS: ClassVar[tuple[int, ...]] = (BUNDLE_SCHEMA,)
+    _REMEDY: ClassVar[str] = "re-export the bundle with edgemed export"
+
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, verify: bool = True) -> "OnnxBundle":
         """Open a bundle directory, checking kind, schema, the sha256 of every file and the metadata.
@@ -45,19 +53,19 @@ class OnnxBundle(SpecsFromMetadata):
             ArtifactError: Not a bundle, a missing or altered file, or incomplete metadata.
         """
         root = Path(path)
-        bundle = cls(root, read_manifest(root, kind=BUNDLE_KIND, schema_versions=(BUNDLE_SCHEMA,), verify=verify))
+        bundle = cls(root, read_manifest(root, kind=cls.KIND, schema_versions=cls.SCHEMAS, verify=verify))
         meta = bundle.manifest.metadata
         missing = [k for k in ("model", "inputs", "outputs", "preprocess", "organs", "precision") if k not in meta]
         if missing:
-            raise ArtifactError(f"{root}: manifest metadata lacks {missing}; re-export the bundle with edgemed export.")
+            raise ArtifactError(f"{root}: manifest metadata lacks {missing}; {cls._REMEDY}.")
         if meta["model"] not in bundle.manifest.files:
             raise ArtifactError(f"{root}: the model file {meta['model']!r} is not among the hashed files; "
-                                "re-export the bundle.")
+                                f"{cls._REMEDY}.")
         try:
             bundle.preprocess, bundle.postprocess, bundle.organs  # noqa: B018  (parse once to fail early)
         except (ConfigError, KeyError, TypeError, ValueError) as err:
             raise ArtifactError(f"{root}: preprocessing, postprocessing or organ records are malformed ({err}); "
-                                "re-export the bundle.") from err
+                                f"{cls._REMEDY}.") from err
         if len(bundle.inputs) != 1 or len(bundle.outputs) != 1:
             raise ArtifactError(f"{root}: a segmentation bundle has one input and one output, this one has "
                                 f"{len(bundle.inputs)} and {len(bundle.outputs)}.")
@@ -99,9 +107,6 @@ class OnnxBundle(SpecsFromMetadata):
         """The model's outputs (one: per-class logits)."""
         return tuple(TensorSpec.from_json(t) for t in self.metadata["outputs"])
 
-
-
-
     @property
     def label_map(self) -> str:
         """The name of the label map the organ ids come from, e.g. "totalsegmentator"."""
@@ -116,3 +121,54 @@ class OnnxBundle(SpecsFromMetadata):
     def validation_dice(self) -> dict[str, float]:
         """The student's held-out Dice vs its teacher, per organ, as recorded at distillation."""
         return {k: float(v) for k, v in self.metadata.get("student", {}).get("validation_dice", {}).items()}
+
+
+@dataclass(frozen=True)
+class EngineBundle(OnnxBundle):
+    """A TensorRT engine built from an ONNX bundle (by `edgemed.export.build_engine`).
+
+    It carries a copy of its parent's inputs, outputs, preprocessing, postprocessing, organs and
+    label map, so the runtime segments with it exactly as with the ONNX bundle; it runs only on
+    the "trt" backend, on the GPU (and TensorRT version) it was built for.
+
+    Example:
+        >>> engine = EngineBundle.load("out/liver-orin.engine.d")
+        >>> engine.tensorrt_version, engine.compute_capability, engine.precision
+        ('10.3.0', (8, 7), 'fp16')
+    """
+
+    KIND: ClassVar[str] = ENGINE_KIND
+    SCHEMAS: ClassVar[tuple[int, ...]] = (ENGINE_SCHEMA,)
+    _REMEDY: ClassVar[str] = "rebuild it with edgemed build"
+
+    @property
+    def format(self) -> str:
+        """The model format: "tensorrt"."""
+        return str(self.metadata.get("format", "tensorrt"))
+
+    @property
+    def precision(self) -> str:
+        """The precision the engine was built in ("precision_built"; may differ from the one asked for
+        when a fallback was allowed, see `metadata["fallback"]`)."""
+        return str(self.metadata["precision"])
+
+    @property
+    def tensorrt_version(self) -> str:
+        """The TensorRT that built the engine, e.g. "10.3.0"."""
+        return str(self.metadata.get("tensorrt_version", ""))
+
+    @property
+    def compute_capability(self) -> tuple[int, int] | None:
+        """The compute capability of the GPU it was built on, e.g. (8, 7)."""
+        cc = self.metadata.get("compute_capability")
+        return None if cc is None else (int(cc[0]), int(cc[1]))
+
+
+def open_bundle(path: str | os.PathLike[str]) -> OnnxBundle:
+    """Open an ONNX bundle or an engine bundle, whichever `path` holds (sha256 of every file checked).
+
+    Raises:
+        ArtifactError: Neither kind, or a missing or altered file.
+    """
+    kind = read_manifest(path, verify=False).kind
+    return (EngineBundle if kind == ENGINE_KIND else OnnxBundle).load(path)

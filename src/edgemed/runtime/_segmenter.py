@@ -12,7 +12,7 @@ import numpy as np
 from edgemed.artifacts import OrganChannel
 from edgemed.errors import ArtifactError, ConfigError, InputError
 from edgemed.io import Volume, context_stack, from_student_grid, prepare_volume
-from edgemed.runtime._bundle import OnnxBundle
+from edgemed.runtime._bundle import EngineBundle, OnnxBundle, open_bundle
 from edgemed.runtime._postprocess import label_map_from_probabilities, softmax
 from edgemed.runtime._types import Session, StageTimings
 from edgemed.runtime.backends import open_session, resolve_backend
@@ -25,8 +25,10 @@ def load(bundle: str | os.PathLike[str] | OnnxBundle, *, backend: str = "auto", 
     """Open a bundle for inference, checking the sha256 of every file first.
 
     Args:
-        bundle: A bundle directory (from `edgemed.export.to_onnx`) or an opened `OnnxBundle`.
-        backend: "ort" (ONNX Runtime: CUDA when available, else CPU), "openvino", or "auto":
+        bundle: A bundle directory (from `edgemed.export.to_onnx`, or an engine bundle from
+            `edgemed.export.build_engine`), or an opened `OnnxBundle` / `EngineBundle`.
+        backend: "ort" (ONNX Runtime: CUDA when available, else CPU), "openvino", "trt" (engine
+            bundles only; "auto" picks it for them), or "auto":
             the bundle's preferred backend when installed (`edgemed quantize` records the one its
             INT8 model was measured fastest on), else the first installed of "ort", "openvino".
         threads: CPU inference threads; None: the physical cores available to this process.
@@ -41,6 +43,7 @@ def load(bundle: str | os.PathLike[str] | OnnxBundle, *, backend: str = "auto", 
         ArtifactError: Not a bundle, or a file is missing or altered.
         ConfigError: Unknown backend or bad thread count.
         MissingDependencyError: The backend is not installed (names the pip extra).
+        CompatibilityError: An engine built for another GPU or TensorRT version (names the rebuild command).
         BackendError: The backend cannot load the model.
 
     Example:
@@ -50,10 +53,20 @@ def load(bundle: str | os.PathLike[str] | OnnxBundle, *, backend: str = "auto", 
         ...     seg.last_timings.inference_ms
     """
     # An opened bundle is verified again: its files may have changed since it was opened.
-    opened = OnnxBundle.load(bundle.path if isinstance(bundle, OnnxBundle) else bundle)
-    if opened.format != "onnx":
+    opened = open_bundle(bundle.path if isinstance(bundle, OnnxBundle) else bundle)
+    if isinstance(opened, EngineBundle):
+        if backend not in ("auto", "trt"):
+            raise ConfigError(f"{opened.path} is a TensorRT engine; it runs only on backend='trt' (or 'auto'). "
+                              "For ONNX Runtime or OpenVINO, load the ONNX bundle it was built from.")
+        name = "trt"
+    elif opened.format != "onnx":
         raise ArtifactError(f"{opened.path} holds a {opened.format!r} model; this runtime runs ONNX bundles.")
-    name = resolve_backend(backend, prefer=opened.metadata.get("preferred_backend"))
+    else:
+        preferred = opened.metadata.get("preferred_backend")
+        name = resolve_backend(backend, prefer=None if preferred == "trt" else preferred)
+        if name == "trt":
+            raise ConfigError(f"backend 'trt' runs TensorRT engines, and {opened.path} is an ONNX bundle. Build an "
+                              f"engine on the target first: edgemed build {opened.path} --target ID --out DIR")
     session = open_session(name, opened.model_path, threads=threads, throughput=throughput)
     return Segmenter(opened, session, backend=name)
 
@@ -66,7 +79,7 @@ class Segmenter:
     Attributes:
         bundle: The bundle it runs.
         session: The backend `Session` (for raw `run` calls on prepared slice stacks).
-        backend: "ort" or "openvino".
+        backend: "ort", "openvino" or "trt".
     """
 
     def __init__(self, bundle: OnnxBundle, session: Session, *, backend: str) -> None:

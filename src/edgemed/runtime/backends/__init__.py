@@ -36,6 +36,7 @@ class BackendInfo:
 BACKENDS: dict[str, BackendInfo] = {
     "ort": BackendInfo("edgemed.runtime.backends.ort:OrtSession", "onnxruntime", "runtime"),
     "openvino": BackendInfo("edgemed.runtime.backends.openvino:OpenVinoSession", "openvino", "openvino"),
+    "trt": BackendInfo("edgemed.runtime.backends.trt:TrtSession", "tensorrt", "trt"),
 }
 # "auto" takes the first installed: ORT runs everywhere (and picks CUDA itself when present).
 AUTO_ORDER = ("ort", "openvino")
@@ -67,7 +68,7 @@ def resolve_backend(name: str, *, prefer: str | None = None) -> str:
 
 def open_session(backend: str, model_path: str | os.PathLike[str], *, threads: int | None = None,
                  throughput: bool = False) -> Session:
-    """Open `model_path` on `backend` ("ort", "openvino" or "auto").
+    """Open `model_path` on `backend` ("ort", "openvino", "trt" for engines, or "auto").
 
     Args:
         backend: A name in `BACKENDS`, or "auto" (the first installed of `AUTO_ORDER`).
