@@ -37,9 +37,6 @@ class AugmentConfig:
         context_truncate: Probability that a slice's 2.5D context is cut short on each side by a
             random number of neighbours (repeating the last one kept), as the runtime feeds the
             first and last slices of a scan and every slice of a scan a few slices thick.
-        context_flat: Probability that a slice's 2.5D context is replaced by the slice itself
-            (every channel the same): what the runtime feeds for a scan of a few thin slices, a
-            single slice or a 2D image, whose neighbours at the context spacing do not exist.
     """
 
     prob: float = 0.8
@@ -55,16 +52,14 @@ class AugmentConfig:
     organ_contrast: float = 0.1
     flip: bool = False
     context_truncate: float = 0.25
-    context_flat: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
         object.__setattr__(self, "gamma", tuple(float(v) for v in self.gamma))
         if not 0.0 <= self.prob <= 1.0:
             raise ConfigError(f"augment.prob={self.prob} must be in [0, 1].")
-        if not 0.0 <= self.context_truncate <= 1.0 or not 0.0 <= self.context_flat <= 1.0:
-            raise ConfigError(f"augment.context_truncate={self.context_truncate} and context_flat={self.context_flat} "
-                              "must be in [0, 1].")
+        if not 0.0 <= self.context_truncate <= 1.0:
+            raise ConfigError(f"augment.context_truncate={self.context_truncate} must be in [0, 1].")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ConfigError(f"augment.scale={self.scale} must be (min, max) with 0 < min <= max.")
         if not 0 < self.gamma[0] <= self.gamma[1]:

@@ -167,7 +167,7 @@ def _train_member(net, slices, organ_train, other_train, organs, soft, num_class
         for _ in range(steps_per_epoch):
             picks = _sample(rng, organ_train, other_train, config.batch_size, config.organ_slice_ratio)
             batch = make_batch(slices, picks, config.preprocess.context_slices, num_classes, rng=rng,
-                               truncate_prob=config.augment.context_truncate, flat_prob=config.augment.context_flat)
+                               truncate_prob=config.augment.context_truncate)
             x, s_t, h_t = (torch.from_numpy(a) for a in batch)
             x, both = augment_batch(x, torch.cat([s_t, h_t], 1), config.augment, gen)
             s_t, h_t = both[:, :num_classes], both[:, num_classes:]

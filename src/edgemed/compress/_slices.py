@@ -93,14 +93,13 @@ def scan_slices(name: str, volume: Volume, probs: np.ndarray, mask: np.ndarray, 
 
 def make_batch(scans: Sequence[ScanSlices], picks: Sequence[tuple[int, int]], context: int,
                num_classes: int, *, rng: np.random.Generator | None = None,
-               truncate_prob: float = 0.0, flat_prob: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               truncate_prob: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inputs (N, C, H, W), soft targets (N, K, H, W) and one-hot targets for (scan, slice) picks.
 
     Slices of different scans are padded to the largest H and W (air / background). With
     `truncate_prob`, a slice's 2.5D context is cut short on each side by a random number of
     neighbours, which repeat the last one kept: what the runtime feeds at a scan's first and last
-    slices, and for every slice of a scan only a few slices thick. With `flat_prob` (checked
-    first), every context channel is the slice itself, as for a scan of a few thin slices.
+    slices, and for every slice of a scan only a few slices thick.
     """
     h = max(scans[s].image.shape[1] for s, _ in picks)
     w = max(scans[s].image.shape[2] for s, _ in picks)
@@ -114,9 +113,7 @@ def make_batch(scans: Sequence[ScanSlices], picks: Sequence[tuple[int, int]], co
         sc = scans[s]
         hh, ww = sc.image.shape[1:]
         x[i, :, :hh, :ww] = context_stack(sc.image, [k], context, step=sc.geom.context_step)[0]
-        if context and rng is not None and flat_prob > 0 and rng.random() < flat_prob:
-            x[i, :] = x[i, context]
-        elif context and rng is not None and truncate_prob > 0 and rng.random() < truncate_prob:
+        if context and rng is not None and truncate_prob > 0 and rng.random() < truncate_prob:
             below, above = context - int(rng.integers(0, context + 1)), context + int(rng.integers(0, context + 1))
             x[i, :below] = x[i, below]
             x[i, above + 1:] = x[i, above]
