@@ -6,6 +6,12 @@ distilled from the teacher's labels alone; a contiguous block of 20 % of the org
 held out and never trained on. Dice vs the teacher on that block, on the CT's own 3 mm grid.
 
     .venv/bin/python benchmarks/distill_totalseg.py [--organs liver spleen ...] [--epochs 40]
+        [--set KEY=JSON ...] [--keep DIR]
+
+`--set` overrides distillation options (as in benchmarks/cross_scan.py), e.g. the within-scan
+recipe of the README: `--set 'augment={"scale":[0.9,1.1],"aspect":0,"elastic":0,
+"organ_contrast":0,"context_truncate":0}'`; `--keep DIR` keeps the students (to pool them with
+`edgemed ensemble`).
 
 Writes benchmarks/results/distill_totalseg.json.
 """
@@ -22,7 +28,7 @@ import time
 from pathlib import Path
 
 from edgemed._atomic import atomic_file
-from edgemed.compress import DistillConfig, distill
+from edgemed.compress import DistillConfig, config_from_dict, distill
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("EDGEMED_DATA", ROOT.parent / "shared" / "data")) / "totalseg"
@@ -38,6 +44,7 @@ def _write(args: argparse.Namespace, results: list[dict[str, object]], *, comple
         "student": args.student,
         "epochs": args.epochs,
         "seed": args.seed,
+        "overrides": list(args.set),
         "complete": complete,
         "organs_asked": args.organs,
         "results": results,
@@ -57,15 +64,20 @@ def main() -> int:
     parser.add_argument("--student", default="unet2d")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON", help="distillation option overrides")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the students here")
     args = parser.parse_args()
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     ct, seg = DATA / "example_ct.nii.gz", DATA / "example_seg_fast_force_split.nii.gz"
     if not ct.exists():
         print(f"real data not found at {DATA}; set EDGEMED_DATA", file=sys.stderr)
         return 2
     results: list[dict[str, object]] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = args.keep or Path(tmp_dir)
         for organ in args.organs:
-            config = DistillConfig(organs=(organ,), student=args.student, epochs=args.epochs, seed=args.seed)
+            config = config_from_dict({"organs": [organ], "student": args.student, "epochs": args.epochs,
+                                       "seed": args.seed, **overrides})
             t0 = time.perf_counter()
             ckpt = distill([ct], config, Path(tmp) / organ, teacher_predictions=[seg])
             meta = ckpt.metadata
