@@ -37,23 +37,9 @@ def pipeline_bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     given = request.config.getoption("--edgemed-bundle")
     if given:
         return Path(given)
-    from edgemed.artifacts import PreprocessSpec
-    from edgemed.compress import DistillConfig, distill
-    from edgemed.export import to_onnx
-    from edgemed.io import write_nifti
-    from edgemed.phantom import PhantomConfig, make_phantom
+    from _phantom_bundle import phantom_bundle
 
-    root = tmp_path_factory.mktemp("bench_bundle")
-    scans, segs = [], []
-    for seed in (0, 1):
-        ct, labels = make_phantom(seed, PhantomConfig())
-        scans.append(write_nifti(ct, root / f"ct{seed}.nii.gz"))
-        segs.append(write_nifti(labels, root / f"seg{seed}.nii.gz"))
-    config = DistillConfig(organs=("liver",), epochs=4, student_kwargs={"widths": [8, 16, 32, 64]}, threads=1,
-                           ema_decay=None, preprocess=PreprocessSpec(spacing_mm=(4.0, 4.0), context_slices=1,
-                                                                     pad_multiple=8))
-    student = distill(scans, config, root / "student", teacher_predictions=segs, progress=False)
-    return to_onnx(student, root / "liver.edgemed").path
+    return phantom_bundle(tmp_path_factory.mktemp("bench_bundle"), spacing_mm=4.0, epochs=4)
 
 
 @pytest.fixture(scope="session")

@@ -42,22 +42,9 @@ OUT = ROOT / "benchmarks" / "results" / "gate_study.json"
 
 def build_reference(work: Path) -> Path:
     """A liver student distilled on two phantoms at 6 mm (about 15 s), exported as a bundle."""
-    from edgemed.artifacts import PreprocessSpec
-    from edgemed.compress import DistillConfig, distill
-    from edgemed.export import to_onnx
-    from edgemed.io import write_nifti
-    from edgemed.phantom import PhantomConfig, make_phantom
+    from _phantom_bundle import phantom_bundle
 
-    scans, segs = [], []
-    for seed in (0, 1):
-        ct, labels = make_phantom(seed, PhantomConfig())
-        scans.append(write_nifti(ct, work / f"ct{seed}.nii.gz"))
-        segs.append(write_nifti(labels, work / f"seg{seed}.nii.gz"))
-    config = DistillConfig(organs=("liver",), epochs=12, student_kwargs={"widths": [8, 16, 32, 64]}, threads=1,
-                           ema_decay=None, preprocess=PreprocessSpec(spacing_mm=(6.0, 6.0), context_slices=1,
-                                                                     pad_multiple=8))
-    student = distill(scans, config, work / "student", teacher_predictions=segs, progress=False)
-    return to_onnx(student, work / "liver.edgemed").path
+    return phantom_bundle(work, spacing_mm=6.0, epochs=12)
 
 
 def paired_slowdown(a: Path, b: Path, volume: Any, pairs: int) -> dict[str, Any]:
