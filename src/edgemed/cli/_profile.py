@@ -18,7 +18,7 @@ __all__ = ["profile"]
 @click.option("--teacher-predictions", type=click.Path(path_type=Path),
               help="The teacher's label map of the scan, for Dice/HD95 vs teacher.")
 @click.option("--ground-truth", type=click.Path(path_type=Path), help="A reference label map of the scan.")
-@click.option("--backend", type=click.Choice(["auto", "ort", "openvino"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "ort", "openvino", "trt"]), default="auto", show_default=True)
 @click.option("--repeats", type=int, default=10, show_default=True, help="Timed runs per stage and batch size.")
 @click.option("--warmup", type=int, default=2, show_default=True, help="Untimed runs before them.")
 @click.option("--threads", type=int, help="Backend threads (default: physical cores).")

@@ -14,7 +14,8 @@ __all__ = ["segment"]
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("scan", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Mask to write (.nii.gz).")
-@click.option("--backend", type=click.Choice(["auto", "ort", "openvino"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "ort", "openvino", "trt"]), default="auto", show_default=True,
+              help="trt: TensorRT engine bundles (from edgemed build); auto picks it for them.")
 @click.option("--threads", type=int, help="Backend threads (default: physical cores).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Slices per inference call.")
 @click.option("--dicom-seg", type=click.Path(path_type=Path),

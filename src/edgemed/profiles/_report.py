@@ -162,6 +162,10 @@ def _model_facts(model_path: Path, input_name: str, slice_shape: tuple[int, ...]
     except ImportError:
         notes.append("the onnx package is not installed: parameters and FLOPs were skipped (pip install onnx).")
     else:
+        if model_path.suffix != ".onnx":  # a TensorRT plan: count on the ONNX bundle it was built from
+            notes.append(f"{model_path.name} is not an ONNX graph: parameters and FLOPs were skipped; profile the "
+                         "ONNX bundle the engine was built from for them.")
+            return _facts(model_path, None, None, {}, slices, shape, inference_p50_ms, precision, backend, notes)
         from edgemed.profiles._flops import count_flops, count_parameters
 
         params = count_parameters(model_path)
@@ -171,6 +175,12 @@ def _model_facts(model_path: Path, input_name: str, slice_shape: tuple[int, ...]
         if count.uncounted_nodes:
             notes.append(f"{len(count.uncounted_nodes)} Conv/MatMul nodes had no inferred shapes and were not "
                          f"counted: {list(count.uncounted_nodes)[:5]}")
+    return _facts(model_path, params, flops_slice, by_op, slices, shape, inference_p50_ms, precision, backend, notes)
+
+
+def _facts(model_path: Path, params: int | None, flops_slice: int | None, by_op: dict[str, int], slices: int,
+           shape: tuple[int, ...], inference_p50_ms: float, precision: str, backend: str,
+           notes: list[str]) -> ModelFacts:
     peak, peak_kind = peak_matmul_gflops(), "fp32 numpy matmul"
     if precision == "int8":  # INT8 kernels have their own, higher ceiling: measure it on the backend that ran
         try:
@@ -184,7 +194,7 @@ def _model_facts(model_path: Path, input_name: str, slice_shape: tuple[int, ...]
     return ModelFacts(size_bytes=model_path.stat().st_size, parameters=params, flops_per_slice=flops_slice,
                       flops_per_volume=flops_volume, achieved_gflops=achieved, peak_gflops=peak, peak_kind=peak_kind,
                       peak_percent=None if achieved is None else 100.0 * achieved / peak,
-                      input_shape=(1, *slice_shape), flops_by_op=by_op)
+                      input_shape=(1, *shape[1:]), flops_by_op=by_op)
 
 
 def _accuracy(pred: np.ndarray, references: list[tuple[str, Any]], organs: Sequence[Any],

@@ -14,7 +14,7 @@ from edgemed.profiles._measure import Percentiles
 __all__ = ["STAGES", "BatchLatency", "ModelFacts", "OrganAccuracy", "ProfileConfig", "ProfileReport"]
 
 STAGES = ("read", "preprocess", "inference", "postprocess", "write")
-_BACKENDS = ("auto", "ort", "openvino")
+_BACKENDS = ("auto", "ort", "openvino", "trt")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,7 +22,7 @@ class ProfileConfig:
     """How to profile a bundle.
 
     Attributes:
-        backend: "auto", "ort" or "openvino".
+        backend: "auto", "ort", "openvino" or "trt" (TensorRT engine bundles).
         repeats: Timed whole-volume runs (and timed calls per batch size).
         warmup: Untimed runs before them.
         batch_sizes: Slices per backend call for the per-batch latency (a fixed-batch model uses its own).
