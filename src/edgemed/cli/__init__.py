@@ -18,6 +18,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("edgemed.cli._bench", "bench", "Benchmark a bundle: latency (also normalised), peak memory, Dice."),
     "build": ("edgemed.cli._build", "build", "Build a TensorRT engine bundle from an ONNX bundle, on the target GPU."),
     "check": ("edgemed.cli._check", "check", "CI gate: fail when a bundle's latency, memory or Dice regressed."),
+    "compress": ("edgemed.cli._compress", "compress",
+                 "Recipe → fastest organ models in a latency budget, Dice floor; report.html."),
     "demo": ("edgemed.cli._demo", "demo", "The whole story on built-in CT phantoms: teacher → student, measured."),
     "distill": ("edgemed.cli._distill", "distill", "Distill a teacher into an organ-specific student (label-free)."),
     "ensemble": ("edgemed.cli._ensemble", "ensemble", "Pool separately distilled students into one ensemble student."),

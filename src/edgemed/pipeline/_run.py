@@ -1,0 +1,182 @@
+"""`run_recipe`: every organ through the cached stages and the budget search, then report.html."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgemed.errors import InputError
+from edgemed.pipeline._cache import StageCache, StageResult
+from edgemed.pipeline._recipe import RecipeConfig
+from edgemed.pipeline._search import BudgetError, Candidate, choose, pareto_front
+from edgemed.pipeline._stages import (distill_stage, export_stage, profile_stage, prune_stage, quantize_stage,
+                                      teacher_digest)
+
+__all__ = ["OrganResult", "RunResult", "run_recipe"]
+
+
+@dataclass(frozen=True)
+class OrganResult:
+    """One organ's candidates, their Pareto front, the chosen model (or why none), and skipped grid points."""
+
+    organ: str
+    candidates: tuple[Candidate, ...]
+    front: tuple[Candidate, ...]
+    chosen: Candidate | None
+    error: str | None = None
+    skipped: tuple[dict[str, str], ...] = ()
+    overlay_mask: str | None = None  # the shown model's organ mask (npz) on the first scan
+
+    @property
+    def shown(self) -> Candidate | None:
+        """The model the report details: the chosen one, else (budget missed) the most accurate one."""
+        return self.chosen or (max(self.candidates, key=lambda c: c.dice) if self.candidates else None)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"organ": self.organ, "chosen": self.chosen.name if self.chosen else None, "error": self.error,
+                "front": [c.name for c in self.front], "candidates": [c.to_json() for c in self.candidates],
+                "skipped": list(self.skipped)}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What `run_recipe` built: per-organ results, the report and the run log of this run."""
+
+    out: Path
+    run_id: str
+    organs: tuple[OrganResult, ...]
+    report: Path
+    log: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (also written to results.json)."""
+        return {"out": str(self.out), "run": self.run_id, "report": str(self.report),
+                "organs": [o.to_json() for o in self.organs], "log": list(self.log)}
+
+
+def run_recipe(recipe: RecipeConfig, *, out: str | os.PathLike[str] | None = None, progress: bool = True,
+               raise_on_budget: bool = True) -> RunResult:
+    """Compress every organ of a recipe, pick the model to ship per organ, and write report.html.
+
+    Stages are cached under `out/stages` by the hash of their config and inputs: a rerun (or a
+    run resumed after a crash) reuses every finished stage. `out/run_log.jsonl` says, for each
+    stage, its key, "ran" or "cached", and the seconds it took.
+
+    Args:
+        recipe: Organs, scans, teacher predictions, search grid and budget.
+        out: Run directory; default the recipe's `out`, else "compress-run".
+        progress: Progress bars on stderr.
+        raise_on_budget: Raise `BudgetError` (after writing the report) when an organ has no
+            model meeting the budget; False records the error in the result instead.
+
+    Returns:
+        Per-organ candidates, Pareto fronts and choices; the report path.
+
+    Raises:
+        BudgetError: No candidate of some organ meets `latency_budget_ms` and `min_dice`; names
+            the best achievable.
+
+    Example:
+        >>> result = run_recipe(load_recipe("recipes/liver.toml"), out="runs/liver")
+        >>> result.organs[0].chosen.name, result.report
+    """
+    from tqdm.auto import tqdm
+
+    root = Path(out or recipe.out or "compress-run")
+    cache = StageCache(root)
+    cache.write_json("recipe.json", _recipe_json(recipe))
+    s = recipe.search
+    points = len(s.widths) * len(s.prune_ratios)
+    results: list[OrganResult] = []
+    with tqdm(total=len(recipe.organs) * points, disable=not progress, desc="compress", unit="model") as bar:
+        for organ in recipe.organs:
+            candidates, skipped, masks = _organ_candidates(cache, recipe, organ, bar, progress)
+            chosen, error = None, None
+            try:
+                chosen = choose(candidates, latency_budget_ms=recipe.latency_budget_ms, min_dice=recipe.min_dice)
+            except BudgetError as err:
+                error = str(err)
+            shown = chosen or (max(candidates, key=lambda c: c.dice) if candidates else None)
+            results.append(OrganResult(organ, tuple(candidates), tuple(pareto_front(candidates)), chosen, error,
+                                       tuple(skipped), masks.get(shown.name) if shown else None))
+    from edgemed.pipeline._report import write_report
+
+    log = tuple(cache.read_log(run_id=cache.run_id))
+    result = RunResult(root, cache.run_id, tuple(results), root / "report.html", log)
+    write_report(result, recipe, root / "report.html")
+    cache.write_json("results.json", result.to_json())
+    errors = [o.error for o in results if o.error]
+    if errors and raise_on_budget:
+        raise BudgetError(" ".join(errors) + f" (report: {result.report})")
+    return result
+
+
+def _recipe_json(recipe: RecipeConfig) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(recipe)
+
+
+def _organ_candidates(cache: StageCache, recipe: RecipeConfig, organ: str, bar: Any, progress: bool
+                      ) -> tuple[list[Candidate], list[dict[str, str]], dict[str, str]]:
+    teacher = teacher_digest(recipe)
+    s = recipe.search
+    candidates: list[Candidate] = []
+    skipped: list[dict[str, str]] = []
+    masks: dict[str, str] = {}
+    for widths in s.widths:
+        bar.set_postfix_str(f"{organ} distill w{widths[0]}")
+        root = distill_stage(cache, recipe, organ, widths, progress=progress)
+        holdout = root.record["summary"].get("holdout_slices")
+        for ratio in s.prune_ratios:
+            student = root
+            lineage: list[tuple[str, str]] = [("teacher predictions", teacher),
+                                              ("student", root.record["summary"]["digest"])]
+            if ratio > 0:
+                bar.set_postfix_str(f"{organ} prune {ratio:g}")
+                student = prune_stage(cache, recipe, organ, root, ratio, progress=progress)
+                lineage.append(("pruned + fine-tuned", student.record["summary"]["digest"]))
+            bar.set_postfix_str(f"{organ} export")
+            fp32 = export_stage(cache, student, organ, recipe)
+            lineage.append(("bundle fp32", fp32.record["summary"]["digest"]))
+            for precision in s.precisions:
+                for backend in s.backends:
+                    name = f"w{widths[0]} p{ratio:g} {precision} {backend}"
+                    bundle, chain = fp32, list(lineage)
+                    if precision == "int8":
+                        bar.set_postfix_str(f"{organ} quantize {backend}")
+                        try:
+                            bundle = quantize_stage(cache, fp32, organ, recipe, backend)
+                        except InputError as err:  # e.g. the model finds no organ to calibrate on
+                            skipped.append({"name": name, "reason": f"quantization failed: {err}"})
+                            continue
+                        q = bundle.record["summary"]
+                        if q["chosen_precision"] != "int8":
+                            skipped.append({"name": name, "reason": q["reason"]})
+                            continue
+                        chain.append(("bundle int8", q["digest"]))
+                    bar.set_postfix_str(f"{organ} profile {precision} {backend}")
+                    prof = profile_stage(cache, bundle, organ, recipe, backend, tuple(holdout) if holdout else None)
+                    candidates.append(_candidate(organ, name, widths, ratio, precision, backend, student, prof,
+                                                 bundle, chain))
+                    masks[name] = str(prof.dir / "mask.npz")
+            bar.update(1)
+    return candidates, skipped, masks
+
+
+def _candidate(organ: str, name: str, widths: tuple[int, ...], ratio: float, precision: str, backend: str,
+               student: StageResult, prof: StageResult, bundle: StageResult,
+               lineage: list[tuple[str, str]]) -> Candidate:
+    p = prof.record["summary"]
+    checkpoint_dice = student.record["summary"].get("dice", {}).get(organ)
+    return Candidate(organ=organ, name=name, widths=tuple(widths), prune_ratio=ratio, precision=p["precision"],
+                     backend=p["backend"], latency_ms=float(p["latency_ms"]), latency_label=p["latency_label"],
+                     dice=float(p["dice_heldout"]), dice_scan=float(p["dice_scan"]),
+                     dice_checkpoint=None if checkpoint_dice is None else float(checkpoint_dice),
+                     size_bytes=int(p["size_bytes"]), bundle=str(bundle.artifact), lineage=tuple(lineage),
+                     samples_ms=tuple(p["samples_ms"]),
+                     note="" if precision == p["precision"] else f"asked {precision}, built {p['precision']}",
+                     extra={"total_ms_median": p.get("total_ms_median"), "target": p.get("target")})

@@ -1,0 +1,195 @@
+"""The five cached stages of `edgemed compress`: distill → prune (+KD fine-tune) → export → quantize → profile.
+
+Each function keys its stage on its config and its inputs' digests, and lets `StageCache` run it
+or reuse it. Heavy libraries (torch, onnxruntime, openvino) load inside the stage bodies.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemed.pipeline._cache import StageCache, StageResult, artifact_digest, file_digest
+from edgemed.pipeline._recipe import RecipeConfig
+
+__all__ = ["distill_stage", "export_stage", "profile_stage", "prune_stage", "quantize_stage", "teacher_digest"]
+
+
+def teacher_digest(recipe: RecipeConfig) -> str:
+    """The teacher's identity: a digest over its stored predictions (file hashes)."""
+    from edgemed.pipeline._cache import stage_key
+
+    return stage_key("teacher", {"label_map": recipe.label_map}, [file_digest(p) for p in recipe.teacher_predictions])
+
+
+def distill_stage(cache: StageCache, recipe: RecipeConfig, organ: str, widths: tuple[int, ...], *,
+                  progress: bool) -> StageResult:
+    """Distill the teacher's `organ` labels into a student of `widths`."""
+    config = recipe.distill_config(organ, widths)
+    inputs = [file_digest(s) for s in recipe.scans] + [file_digest(p) for p in recipe.teacher_predictions]
+
+    def work(tmp: Path) -> dict[str, Any]:
+        from edgemed.compress import distill
+
+        ckpt = distill(list(recipe.scans), config, tmp / "artifact", teacher_predictions=list(recipe.teacher_predictions),
+                       progress=progress)
+        return _student_summary(ckpt)
+
+    return cache.run("distill", config.to_json(), inputs, work, organ=organ)
+
+
+def prune_stage(cache: StageCache, recipe: RecipeConfig, organ: str, parent: StageResult, ratio: float, *,
+                progress: bool) -> StageResult:
+    """Prune `ratio` of the parent's channels, then fine-tune by distillation from the parent."""
+    stage_cfg = recipe.prune
+    config = {"ratio": ratio, "importance": stage_cfg.importance, "finetune_epochs": stage_cfg.finetune_epochs,
+              "lr": stage_cfg.lr, "distill": recipe.distill}
+    inputs = [artifact_digest(parent.artifact)] + [file_digest(s) for s in recipe.scans]
+
+    def work(tmp: Path) -> dict[str, Any]:
+        from edgemed.artifacts import StudentCheckpoint
+        from edgemed.compress import PruneConfig, distill, prune
+        from edgemed.models.teachers import StudentTeacher
+
+        pruned = prune(parent.artifact, PruneConfig(ratio=ratio, importance=stage_cfg.importance), tmp / "pruned",
+                       progress=progress)
+        if stage_cfg.finetune_epochs == 0:
+            (tmp / "pruned").rename(tmp / "artifact")
+            return _student_summary(StudentCheckpoint.load(tmp / "artifact"))
+        base = StudentCheckpoint.load(parent.artifact)
+        cfg = _finetune_config(base, recipe, organ, stage_cfg.finetune_epochs, stage_cfg.lr)
+        tuned = distill(list(recipe.scans), cfg, tmp / "artifact", teacher=StudentTeacher(parent.artifact),
+                        init=pruned, progress=progress)
+        import shutil
+
+        shutil.rmtree(tmp / "pruned")
+        return {**_student_summary(tuned), "pruning": tuned.metadata.get("pruning", pruned.metadata.get("pruning"))}
+
+    return cache.run("prune", config, inputs, work, organ=organ)
+
+
+def _finetune_config(base: Any, recipe: RecipeConfig, organ: str, epochs: int, lr: float) -> Any:
+    from edgemed.compress import config_from_dict
+
+    raw = {k: None if v == "none" else v for k, v in recipe.distill.items()
+           if k not in ("student", "student_kwargs", "ensemble")}
+    raw.update(organs=[organ], label_map=recipe.label_map, epochs=epochs, lr=lr, preprocess=base.preprocess)
+    return config_from_dict(raw)
+
+
+def _student_summary(ckpt: Any) -> dict[str, Any]:
+    validation = ckpt.metadata.get("validation", {})
+    per_scan = validation.get("per_scan") or [{}]
+    training = ckpt.metadata.get("training", {})
+    return {"digest": ckpt.manifest.digest, "parent": ckpt.manifest.parent, "dice": validation.get("dice", {}),
+            "holdout_slices": per_scan[0].get("holdout_slices"), "parameters": training.get("parameters")}
+
+
+def export_stage(cache: StageCache, student: StageResult, organ: str, recipe: RecipeConfig) -> StageResult:
+    """Export a student to an FP32 ONNX bundle, parity-checked on the first scan."""
+    config = {"opset": 17, "parity_max_slices": 8, "parity_scan": file_digest(recipe.scans[0])}
+
+    def work(tmp: Path) -> dict[str, Any]:
+        from edgemed.export import OnnxExportConfig, to_onnx
+
+        bundle = to_onnx(student.artifact, tmp / "artifact",
+                         OnnxExportConfig(parity_volumes=(recipe.scans[0],), parity_max_slices=8))
+        return {"digest": bundle.manifest.digest, "parent": bundle.manifest.parent, "precision": bundle.precision}
+
+    return cache.run("export", config, [artifact_digest(student.artifact)], work, organ=organ)
+
+
+def quantize_stage(cache: StageCache, fp32: StageResult, organ: str, recipe: RecipeConfig, backend: str) -> StageResult:
+    """INT8 PTQ of an FP32 bundle for `backend` (ONNX Runtime QDQ, or NNCF for OpenVINO)."""
+    q = recipe.quantize
+    config = {"backend": backend, "calibration_slices": q.calibration_slices, "max_dice_drop": q.max_dice_drop,
+              "accuracy_control": q.accuracy_control}
+    inputs = [artifact_digest(fp32.artifact)] + [file_digest(s) for s in recipe.scans] + \
+             [file_digest(p) for p in recipe.teacher_predictions]
+
+    def work(tmp: Path) -> dict[str, Any]:
+        from edgemed.compress import NncfInt8Config, OrtInt8Config, quantize
+
+        cfg: Any
+        if backend == "openvino":
+            cfg = NncfInt8Config(calibration_slices=q.calibration_slices, max_dice_drop=q.max_dice_drop,
+                                 accuracy_control=q.accuracy_control)
+        else:
+            cfg = OrtInt8Config(calibration_slices=q.calibration_slices, max_dice_drop=q.max_dice_drop)
+        result = quantize(fp32.artifact, list(recipe.scans), cfg, tmp / "artifact",
+                          references=list(recipe.teacher_predictions), timing_repeats=3)
+        return {"digest": artifact_digest(tmp / "artifact"), "chosen_precision": result.chosen_precision,
+                "chosen_backend": result.chosen_backend, "reason": result.reason, "dice": result.dice,
+                "latency_ms": result.latency_ms}
+
+    return cache.run("quantize", config, inputs, work, organ=organ)
+
+
+def profile_stage(cache: StageCache, bundle: StageResult, organ: str, recipe: RecipeConfig, backend: str,
+                  holdout: tuple[int, int] | None) -> StageResult:
+    """Time a bundle (here, or predicted on the target) and score it vs the teacher on the first scan.
+
+    Latency is the whole-volume inference time (`StageTimings.inference_ms`, all batches); on the
+    host each of `repeats` runs is kept (the report's histogram), on another target it is
+    `predict_bundle`'s figure, labelled "predicted". Dice is always measured here.
+    """
+    p = recipe.profile
+    config = {"backend": backend, "repeats": p.repeats, "warmup": p.warmup, "threads": p.threads,
+              "target": recipe.target, "holdout": list(holdout) if holdout else None}
+    inputs = [artifact_digest(bundle.artifact), file_digest(recipe.scans[0]), file_digest(recipe.teacher_predictions[0])]
+    if recipe.target != "host":  # the prediction depends on the profile's numbers, not only its id
+        from edgemed.profiles import get_profile
+
+        config["target_profile"] = repr(get_profile(recipe.target))
+
+    def work(tmp: Path) -> dict[str, Any]:
+        return _profile(bundle.artifact, recipe, backend, holdout, organ, tmp)
+
+    return cache.run("profile", config, inputs, work, organ=organ)
+
+
+def _profile(path: Path, recipe: RecipeConfig, backend: str, holdout: tuple[int, int] | None,
+             organ: str, tmp: Path) -> dict[str, Any]:
+    from edgemed import runtime
+    from edgemed.io import read_labels, read_volume
+    from edgemed.metrics import dice
+
+    p = recipe.profile
+    volume = read_volume(recipe.scans[0])
+    teacher = read_labels(recipe.teacher_predictions[0], like=volume).array
+    host = recipe.target == "host"
+    repeats = p.repeats if host else 1
+    samples: list[float] = []
+    totals: list[float] = []
+    with runtime.load(path, backend=backend, threads=p.threads) as seg:
+        label_id = next(o.label_id for o in seg.organs if o.name == organ)
+        for i in range((p.warmup if host else 0) + repeats):
+            mask = seg.segment(volume)
+            if i >= (p.warmup if host else 0):
+                samples.append(float(seg.last_timings.inference_ms))  # type: ignore[union-attr]
+                totals.append(float(seg.last_timings.total_ms))  # type: ignore[union-attr]
+        used_backend = seg.backend
+        precision = seg.bundle.precision
+        size_bytes = seg.bundle.model_path.stat().st_size
+    pred, ref = mask.array == label_id, teacher == label_id
+    block = slice(holdout[0], holdout[1] + 1) if holdout else slice(None)
+    out: dict[str, Any] = {
+        "backend": used_backend, "precision": precision, "size_bytes": size_bytes,
+        "dice_heldout": round(float(dice(pred[:, :, block], ref[:, :, block])), 4),
+        "dice_scan": round(float(dice(pred, ref)), 4),
+        "samples_ms": [round(s, 3) for s in samples], "total_ms_median": round(statistics.median(totals), 3),
+        "slices": int(volume.shape[2]),
+    }
+    if host:
+        out.update(latency_ms=round(statistics.median(samples), 3), latency_label="measured", target="host")
+    else:
+        from edgemed.profiles import get_profile, predict_bundle
+
+        pred_ms = predict_bundle(path, volume, get_profile(recipe.target))
+        out.update(latency_ms=float(pred_ms["volume_inference_ms"]), latency_label="predicted", target=recipe.target,
+                   prediction=pred_ms)
+    np.savez_compressed(tmp / "mask.npz", mask=pred)  # for the report's overlay
+    return out

@@ -1,0 +1,117 @@
+"""`run_recipe` and `edgemed compress` on a phantom: stages, cache hits, resume after kill -9, report.html."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import tiny_recipe_toml
+
+from edgemed.pipeline import SECTIONS, load_recipe, run_recipe
+
+pytestmark = pytest.mark.filterwarnings("ignore::edgemed.errors.EdgemedWarning")
+
+STAGES = {"distill", "prune", "export", "quantize", "profile"}
+
+
+@pytest.fixture(scope="module")
+def first_run(phantom_data: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One run of the tiny recipe: width 8 x ratios {0, 0.5} x {fp32, int8} on ONNX Runtime (seconds)."""
+    root = tmp_path_factory.mktemp("run")
+    (root / "r.toml").write_text(tiny_recipe_toml(phantom_data))
+    recipe = load_recipe(root / "r.toml")
+    return recipe, run_recipe(recipe, out=root / "out", progress=False)
+
+
+def _stage_files(out: Path) -> dict[str, float]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in (out / "stages").rglob("*") if p.is_file()}
+
+
+def test_every_stage_runs_once_and_is_logged(first_run) -> None:  # type: ignore[no-untyped-def]
+    _, result = first_run
+    assert {r["stage"] for r in result.log} == STAGES
+    assert all(r["status"] == "ran" and r["seconds"] >= 0 and len(r["key"]) == 64 for r in result.log)
+    assert Counter(r["key"] for r in result.log).most_common(1)[0][1] == 1
+    logged = [json.loads(line) for line in (result.out / "run_log.jsonl").read_text().splitlines()]
+    assert logged == list(result.log)
+    organ = result.organs[0]
+    names = {c.name for c in organ.candidates} | {s["name"] for s in organ.skipped}
+    assert names == {"w8 p0 fp32 ort", "w8 p0.5 fp32 ort", "w8 p0 int8 ort", "w8 p0.5 int8 ort"}
+    assert organ.chosen is not None and organ.chosen.latency_label == "measured"
+    assert organ.chosen.latency_ms == min(c.latency_ms for c in organ.candidates)  # min_dice = 0
+    lineage = dict(organ.chosen.lineage)
+    assert {"teacher predictions", "student", "bundle fp32"} <= set(lineage)
+    results = json.loads((result.out / "results.json").read_text())
+    assert results["organs"][0]["chosen"] == organ.chosen.name
+
+
+def test_rerun_reuses_every_stage_and_gives_identical_results(first_run) -> None:  # type: ignore[no-untyped-def]
+    recipe, result = first_run
+    before = _stage_files(result.out)
+    again = run_recipe(recipe, out=result.out, progress=False)
+    assert {r["status"] for r in again.log} == {"cached"}
+    assert [r["key"] for r in again.log] == [r["key"] for r in result.log]
+    assert _stage_files(result.out) == before  # nothing rewritten
+    assert [c.to_json() for c in again.organs[0].candidates] == [c.to_json() for c in result.organs[0].candidates]
+
+
+def test_report_is_self_contained_with_every_section(first_run) -> None:  # type: ignore[no-untyped-def]
+    _, result = first_run
+    page = result.report.read_text()
+    for section in SECTIONS:
+        assert f"<section id='{section}'>" in page
+    pngs = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(pngs) >= 4  # Pareto, latency histogram, stage times, overlay
+    import base64
+
+    assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    external = re.findall(r"""(?:src|href)\s*=\s*['"](?!data:)([^'"]*)""", page)
+    assert external == [] and "<script" not in page and "<link" not in page
+    assert "w8 p0 fp32 ort" in page and result.organs[0].chosen.lineage[1][1] in page
+
+
+def test_cli_reports_a_missed_budget_with_the_best_achievable(first_run, capsys: pytest.CaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    from edgemed.cli import main
+
+    recipe, result = first_run
+    recipe_file = result.out.parent / "r.toml"
+    with pytest.raises(SystemExit) as exit_:
+        main(["compress", str(recipe_file), "--out", str(result.out), "--min-dice", "0.9999", "--no-progress"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "no model reaches Dice >= 0.9999" in err and "Best Dice" in err and "report.html" in err
+
+
+def test_killed_run_resumes_without_redoing_a_stage(phantom_data: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(tiny_recipe_toml(phantom_data, ratios="[0.5]", precisions='["fp32"]'))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "edgemed", "compress", str(recipe), "--out", str(out), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((out / "stages").glob("distill-*/stage.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first stage"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    first = [json.loads(line) for line in (out / "run_log.jsonl").read_text().splitlines()]
+    assert first[0]["stage"] == "distill" and len(first) < 4 and not (out / "report.html").exists()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (out / "run_log.jsonl").read_text().splitlines()]
+    second = [r for r in rows if r["run"] != first[0]["run"]]
+    assert [r["stage"] for r in second] == ["distill", "prune", "export", "profile"]
+    assert second[0]["status"] == "cached" and second[0]["key"] == first[0]["key"]
+    ran = Counter(r["key"] for r in rows if r["status"] == "ran")
+    assert set(ran.values()) == {1} and len(ran) == 4  # every stage ran exactly once over both runs
+    assert not list((out / "stages").glob(".*.tmp"))  # the killed stage's temporary directory is gone
+    assert (out / "report.html").exists()
