@@ -53,7 +53,8 @@ def with_binary(report: Path, out: Path, width: int, height: int) -> bool:
     if binary is None:
         return False
     with tempfile.TemporaryDirectory(prefix="edgemed-shot-") as profile:
-        cmd = [binary, "--headless=new", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+        cmd = [binary, "--headless=new", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
                f"--user-data-dir={profile}", f"--window-size={width},{height}", f"--screenshot={out.resolve()}",
                report.resolve().as_uri()]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
