@@ -16,10 +16,8 @@ import pytest
 from _no_torch import run_without_torch
 from click.testing import CliRunner
 
-from edgemed.artifacts import PreprocessSpec
 from edgemed.errors import CompatibilityError, InputError
-from edgemed.io import write_nifti
-from edgemed.phantom import PhantomConfig, make_phantom
+from edgemed.phantom import PhantomConfig
 
 SMALL = PhantomConfig(shape=(48, 40, 24), spacing_mm=(8.0, 8.0, 10.0))
 
@@ -27,19 +25,13 @@ SMALL = PhantomConfig(shape=(48, 40, 24), spacing_mm=(8.0, 8.0, 10.0))
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny phantom liver bundle, its scan and labels, a baseline of it and a Dice-degraded copy (seconds)."""
+    from _phantom_pairs import tiny_liver_bundle
+
     from edgemed.bench import make_biased_bundle
     from edgemed.cli._check import check
-    from edgemed.compress import DistillConfig, distill
-    from edgemed.export import OnnxExportConfig, to_onnx
 
     root = tmp_path_factory.mktemp("gate")
-    ct, labels = make_phantom(3, SMALL)
-    scan, seg = write_nifti(ct, root / "ct.nii.gz"), write_nifti(labels, root / "seg.nii.gz")
-    cfg = DistillConfig(organs=("liver",), student="unet2d", student_kwargs={"widths": [8, 16, 32]}, epochs=6,
-                        batch_size=8, lr=1e-2, threads=1, ema_decay=None,
-                        preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), context_slices=1, pad_multiple=4))
-    student = distill([scan], cfg, root / "student", teacher_predictions=[seg], progress=False)
-    bundle = to_onnx(student, root / "liver.edgemed", OnnxExportConfig(parity_max_slices=4)).path
+    bundle, scan, seg = tiny_liver_bundle(root)
     # A background bias of +6 leaves (almost) no liver: a Dice drop of tens of points, whatever the student learnt.
     degraded = make_biased_bundle(bundle, root / "liver-degraded.edgemed", bias=(6.0, 0.0)).path
     baseline = root / "ci" / "liver.baseline.json"

@@ -10,31 +10,20 @@ import pytest
 from _no_torch import run_without_torch
 from click.testing import CliRunner
 
-from edgemed.artifacts import PreprocessSpec
 from edgemed.errors import ArtifactError, ConfigError, InputError
 from edgemed.io import write_nifti
 from edgemed.phantom import PhantomConfig, make_phantom
 from edgemed.profiles import count_flops, count_parameters, profile_bundle
 
-SMALL = PhantomConfig(shape=(48, 40, 24), spacing_mm=(8.0, 8.0, 10.0))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """A tiny phantom liver bundle, its scan and the teacher's label map (a few seconds)."""
-    from edgemed.compress import DistillConfig, distill
-    from edgemed.export import OnnxExportConfig, to_onnx
+    from _phantom_pairs import tiny_liver_bundle
 
-    root = tmp_path_factory.mktemp("profile")
-    ct, labels = make_phantom(3, SMALL)
-    scan, seg = write_nifti(ct, root / "ct.nii.gz"), write_nifti(labels, root / "seg.nii.gz")
-    cfg = DistillConfig(organs=("liver",), student="unet2d", student_kwargs={"widths": [8, 16, 32]}, epochs=6,
-                        batch_size=8, lr=1e-2, threads=1, ema_decay=None,
-                        preprocess=PreprocessSpec(spacing_mm=(8.0, 8.0), context_slices=1, pad_multiple=4))
-    student = distill([scan], cfg, root / "student", teacher_predictions=[seg], progress=False)
-    bundle = to_onnx(student, root / "liver.edgemed", OnnxExportConfig(parity_max_slices=4))
-    return bundle.path, scan, seg
+    return tiny_liver_bundle(tmp_path_factory.mktemp("profile"))
 
 
 def _one_conv(path: Path, *, group: int = 1) -> Path:
