@@ -26,7 +26,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -88,6 +87,8 @@ def _quantize(fp32: Path, shape: tuple[int, ...], tmp: Path) -> dict[str, Path]:
 
 def _measure(args, torch, create_student, StudentSpec, open_session,  # type: ignore[no-untyped-def]
              skip: set[str]) -> list[dict[str, object]]:
+    from edgemed.profiles import time_interleaved
+
     work: Path = args.work
     models: dict[str, tuple[Path, tuple[int, ...]]] = {}
     for name, (arch, kwargs) in STUDENTS.items():
@@ -112,14 +113,7 @@ def _measure(args, torch, create_student, StudentSpec, open_session,  # type: ig
                     ("openvino", "int8"): int8["openvino"]}
         x = np.random.default_rng(1).random(shape, dtype=np.float32)
         sessions = {k: open_session(k[0], path) for k, path in variants.items()}
-        times: dict[tuple[str, str], list[float]] = {k: [] for k in sessions}
-        for s in sessions.values():
-            s.run({"image": x})
-        for _ in range(args.repeats):  # interleaved: noise hits every variant alike
-            for k, s in sessions.items():
-                t0 = time.perf_counter()
-                s.run({"image": x})
-                times[k].append((time.perf_counter() - t0) * 1e3)
+        times = time_interleaved(sessions, {"image": x}, args.repeats)  # noise hits every variant alike
         for s in sessions.values():
             s.close()
         for (backend, precision), path in variants.items():
@@ -139,15 +133,23 @@ def main() -> int:
     import torch
 
     from edgemed.models import StudentSpec, create_student
-    from edgemed.profiles import fit_calibration, graph_cost, predict_latency
+    from edgemed.profiles import TargetProfile, fit_calibration, graph_cost, predict_latency
     from edgemed.profiles._host import host_profile
     from edgemed.runtime.backends import open_session
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    host = host_profile()
+    args.work.mkdir(parents=True, exist_ok=True)
+    # The host's peaks are measured with the runs and kept with them: --reuse predicts from the same
+    # profile, so it reproduces the numbers instead of refitting to a fresh, slightly different peak.
+    host_file = args.work / "host_profile.json"
+    if args.reuse and host_file.exists():
+        raw = json.loads(host_file.read_text())
+        host = TargetProfile(**{**raw, "precisions": frozenset(raw["precisions"])})
+    else:
+        host = host_profile()
+        host_file.write_text(json.dumps(host.to_json(), indent=1) + "\n")
     print(f"host profile: {json.dumps(host.to_json()['peak_tops'])} TOPS, {host.memory_bandwidth_gbs} GB/s",
           file=sys.stderr)
-    args.work.mkdir(parents=True, exist_ok=True)
     measured_file = args.work / "measured.json"
     measured = json.loads(measured_file.read_text()) if args.reuse and measured_file.exists() else []
     done = {m["model"] for m in measured}

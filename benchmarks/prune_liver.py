@@ -63,14 +63,9 @@ def _timing(bundles: dict[str, Path], repeats: int = 15) -> dict[str, float]:
                                           step=geom.context_step), dtype=np.float32)
     sessions = {f"{k}_{b}": open_session(b, OnnxBundle.load(p).model_path) for k, p in bundles.items()
                 for b in ("ort", "openvino")}
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for s in sessions.values():
-        s.run({"image": x})
-    for _ in range(repeats):
-        for k, s in sessions.items():
-            t0 = time.perf_counter()
-            s.run({"image": x})
-            times[k].append((time.perf_counter() - t0) * 1e3)
+    from edgemed.profiles import time_interleaved
+
+    times = time_interleaved(sessions, {"image": x}, repeats)
     for s in sessions.values():
         s.close()
     return {k: round(statistics.median(v), 2) for k, v in times.items()}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -80,11 +79,6 @@ class PruneConfig:
             raise ConfigError("iterative_steps and round_to must be >= 1, latency_size >= 16.")
         if not 0.0 < self.max_ratio < 0.95:
             raise ConfigError(f"max_ratio={self.max_ratio} must be in (0, 0.95).")
-
-    @property
-    def targeted(self) -> bool:
-        """Whether pruning stops at a MACs or latency target rather than a fixed ratio."""
-        return self.ratio is None
 
 
 @contextlib.contextmanager
@@ -290,29 +284,30 @@ def _sync_stateless_norms(torch: Any, net: Any, example: Any) -> None:
 
 
 def _latency_probe(torch: Any, example: Any, config: PruneConfig) -> Callable[[Any], float]:
-    """Median ONNX Runtime latency (ms) of one slice through the network as it is now."""
-    import io
+    """Median ONNX Runtime latency (ms) of one slice through the network as it is now.
+
+    Timed through the runtime's own ONNX Runtime session (its thread count and options), as the
+    pruned student will run once deployed.
+    """
+    import tempfile
+    from pathlib import Path
 
     import numpy as np
 
-    ort = require("onnxruntime")
+    from edgemed.profiles import time_interleaved
+    from edgemed.runtime.backends import open_session
+
     x = torch.rand(1, example.shape[1], config.latency_size, config.latency_size)
 
     def measure(net: Any) -> float:
-        buffer = io.BytesIO()
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(net, (x,), buffer, opset_version=17, input_names=["x"], dynamo=False)
-        session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-        feed = {"x": x.numpy()}
-        for _ in range(3):
-            session.run(None, feed)
-        times = []
-        for _ in range(15):
-            t0 = time.perf_counter()
-            session.run(None, feed)
-            times.append(time.perf_counter() - t0)
-        return 1000.0 * float(np.median(times))
+        with tempfile.TemporaryDirectory(prefix="edgemed-prune-") as tmp:
+            path = Path(tmp) / "probe.onnx"
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+                torch.onnx.export(net, (x,), str(path), opset_version=17, input_names=["x"], dynamo=False)
+            with open_session("ort", path) as session:
+                times = time_interleaved({"probe": session}, {"x": x.numpy()}, 15, warmup=3)["probe"]
+        return float(np.median(times))
 
     return measure
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -316,20 +315,14 @@ def _dice_report(fp32: list[np.ndarray], int8: list[np.ndarray], refs: list[np.n
 def _time_side_by_side(fp32_path: Path, int8_path: Path, backend: str, calib: list[np.ndarray], name: str,
                        repeats: int) -> dict[str, float]:
     """Median ms per 16-slice batch, the candidates interleaved so machine noise hits all alike."""
+    from edgemed.profiles import time_interleaved
     from edgemed.runtime.backends import open_session
 
     x = np.concatenate([calib[i % len(calib)] for i in range(16)])
     sessions = {"fp32_ort": open_session("ort", fp32_path), f"fp32_{backend}": open_session(backend, fp32_path),
                 f"int8_{backend}": open_session(backend, int8_path)}
-    times: dict[str, list[float]] = {k: [] for k in sessions}
     try:
-        for s in sessions.values():
-            s.run({name: x})  # warm-up
-        for _ in range(repeats):
-            for key, s in sessions.items():
-                t0 = time.perf_counter()
-                s.run({name: x})
-                times[key].append((time.perf_counter() - t0) * 1e3)
+        times = time_interleaved(sessions, {name: x}, repeats)
     finally:
         for s in sessions.values():
             s.close()

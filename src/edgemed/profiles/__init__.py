@@ -14,7 +14,8 @@ Example:
 from __future__ import annotations
 
 from edgemed.profiles._flops import COUNTED_OPS, FlopCount, count_flops, count_parameters
-from edgemed.profiles._measure import Percentiles, host_facts, peak_conv_gops, peak_matmul_gflops, peak_rss_bytes
+from edgemed.profiles._measure import (Percentiles, host_facts, peak_conv_gops, peak_matmul_gflops, peak_rss_bytes,
+                                       time_interleaved)
 from edgemed.profiles._predict import (DEFAULT_CALIBRATIONS, Calibration, GraphCost, LatencyPrediction,
                                        fit_calibration, graph_cost, load_calibration, predict_bundle,
                                        predict_latency)
@@ -57,4 +58,5 @@ __all__ = [
     "peak_matmul_gflops",
     "peak_rss_bytes",
     "profile_bundle",
+    "time_interleaved",
 ]

@@ -7,13 +7,13 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Percentiles", "host_facts", "peak_conv_gops", "peak_matmul_gflops", "peak_rss_bytes"]
+__all__ = ["Percentiles", "host_facts", "peak_conv_gops", "peak_matmul_gflops", "peak_rss_bytes", "time_interleaved"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,31 @@ def peak_matmul_gflops(n: int = 2048, repeats: int = 3) -> float:
         np.matmul(a, b, out=out)
         best = min(best, (time.perf_counter_ns() - t0) / 1e9)
     return 2.0 * n**3 / max(best, 1e-9) / 1e9
+
+
+def time_interleaved(sessions: Mapping[Hashable, Any], feed: Mapping[str, np.ndarray], repeats: int, *,
+                     warmup: int = 1) -> dict[Hashable, list[float]]:
+    """Milliseconds of `repeats` runs of every session on `feed`, interleaved round by round.
+
+    Side-by-side comparisons (FP32 vs INT8, pruned vs unpruned, ORT vs OpenVINO) time each
+    candidate once per round, so a noisy neighbour or a clock change hits all of them alike.
+
+    Args:
+        sessions: Key → an open `edgemed.runtime.Session` (anything with `run(feed)`).
+        feed: The inputs every session runs on.
+        repeats: Timed rounds.
+        warmup: Untimed rounds first.
+    """
+    for _ in range(warmup):
+        for session in sessions.values():
+            session.run(feed)
+    times: dict[Hashable, list[float]] = {name: [] for name in sessions}
+    for _ in range(repeats):
+        for name, session in sessions.items():
+            t0 = time.perf_counter_ns()
+            session.run(feed)
+            times[name].append((time.perf_counter_ns() - t0) / 1e6)
+    return times
 
 
 def peak_conv_gops(backend: str = "openvino", precision: str = "int8", *, channels: int = 256, size: int = 56,
