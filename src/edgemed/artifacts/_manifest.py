@@ -21,6 +21,9 @@ from edgemed.errors import ArtifactError
 __all__ = ["MANIFEST", "Manifest", "read_manifest", "sha256_file", "write_artifact"]
 
 MANIFEST = "manifest.json"
+# The manifest's own checksum: catches a damaged manifest.json (a flipped byte in a number or name),
+# which the payload hashes cannot. It is not a signature (anyone can recompute it); see _signing.
+CONTENT_SHA256 = "content_sha256"
 _CHUNK = 1 << 20
 
 
@@ -63,8 +66,8 @@ class Manifest:
         return hashlib.sha256(body.encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
-        """The manifest.json content."""
-        return {
+        """The manifest.json content, ending with `content_sha256`: a checksum of everything above it."""
+        body = {
             "kind": self.kind,
             "schema_version": self.schema_version,
             "edgemed_version": self.edgemed_version,
@@ -74,6 +77,14 @@ class Manifest:
             "files": dict(sorted(self.files.items())),
             "metadata": dict(self.metadata),
         }
+        return {**body, CONTENT_SHA256: _content_sha256(body)}
+
+
+def _content_sha256(body: Mapping[str, Any]) -> str:
+    """sha256 of a manifest's canonical JSON (sorted keys, no whitespace), `content_sha256` excluded."""
+    canonical = json.dumps({k: v for k, v in body.items() if k != CONTENT_SHA256}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def write_artifact(
@@ -99,7 +110,7 @@ def write_artifact(
     with atomic_dir(path) as tmp:
         files: dict[str, str] = {}
         for name, content in payload.items():
-            if "/" in name or name in ("", MANIFEST, ".", ".."):
+            if not _safe_name(name):
                 raise ArtifactError(f"invalid payload file name {name!r}.")
             target = tmp / name
             if isinstance(content, bytes):
@@ -140,8 +151,14 @@ def read_manifest(path: str | os.PathLike[str], *, kind: str | None = None, sche
         raw = json.loads(mpath.read_text())
     except FileNotFoundError as err:
         raise ArtifactError(f"{root} has no {MANIFEST}; it is not an edgemed artifact or was not written completely.") from err
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ArtifactError(f"{mpath} is not valid JSON ({err}); the artifact is damaged — re-create it.") from err
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{mpath} is not a JSON object; the artifact is damaged — re-create it.")
+    # Written by every edgemed since the field was added; older manifests lack it and are read as before.
+    if CONTENT_SHA256 in raw and raw[CONTENT_SHA256] != _content_sha256(raw):
+        raise ArtifactError(f"{mpath} was altered or damaged (its content no longer matches its content_sha256). "
+                            "Refusing a modified manifest; re-create the artifact or restore the original.")
     try:
         manifest = Manifest(
             kind=str(raw["kind"]),
@@ -152,8 +169,15 @@ def read_manifest(path: str | os.PathLike[str], *, kind: str | None = None, sche
             metadata=dict(raw.get("metadata", {})),
             created_utc=str(raw.get("created_utc", "")),
         )
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise ArtifactError(f"{mpath} lacks a required field ({err}); the artifact is damaged — re-create it.") from err
+    for name, digest in manifest.files.items():
+        # A listed name outside the directory would make verification read (and trust) any file.
+        if not _safe_name(name) or not (isinstance(digest, str) and len(digest) == 64):
+            raise ArtifactError(f"{mpath} lists an invalid payload entry {name!r}: {digest!r}; names are plain file "
+                                "names inside the artifact with a 64-digit sha256. The manifest is damaged or forged.")
+    if manifest.parent is not None and not isinstance(manifest.parent, str):
+        raise ArtifactError(f"{mpath}: 'parent' must be a digest string; the artifact is damaged — re-create it.")
     if kind is not None and manifest.kind != kind:
         raise ArtifactError(f"{root} is a {manifest.kind!r} artifact, but a {kind!r} artifact is needed here.")
     if manifest.schema_version not in schema_versions:
@@ -173,6 +197,12 @@ def read_manifest(path: str | os.PathLike[str], *, kind: str | None = None, sche
                     "Refusing to use a modified artifact; re-create it or restore the original file."
                 )
     return manifest
+
+
+def _safe_name(name: object) -> bool:
+    """A plain file name inside an artifact directory (not the manifest, its signature or a path)."""
+    return (isinstance(name, str) and name not in ("", ".", "..", MANIFEST, "signature.json")
+            and not any(c in name for c in "/\\\0") and name == name.strip())
 
 
 def host_facts() -> dict[str, str]:

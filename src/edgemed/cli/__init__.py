@@ -33,6 +33,9 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
                  "INT8 quantization (NNCF or ONNX Runtime), Dice-checked, kept only where faster."),
     "segment": ("edgemed.cli._segment", "segment", "Segment a scan with a bundle; write the mask in the scan's geometry."),
     "inspect": ("edgemed.cli._inspect", "inspect", "Print an artifact's manifest, or a label map's classes."),
+    "keygen": ("edgemed.cli._trust", "keygen", "Create an ed25519 key pair for signing bundles."),
+    "sign": ("edgemed.cli._trust", "sign", "Sign artifacts (ed25519 over the manifest of sha256 hashes)."),
+    "verify": ("edgemed.cli._trust", "verify", "Check artifacts as the runtime does: hashes, no extra files, signature."),
     "students": ("edgemed.cli._inspect", "students", "List the student architectures of the zoo."),
 }
 

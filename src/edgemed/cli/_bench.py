@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from edgemed.cli._options import shown_scan
+
 __all__ = ["bench", "measurement_lines"]
 
 
@@ -45,7 +47,7 @@ def bench(bundle: Path, scan: Path | None, reference: Path | None, backend: str,
     for line in measurement_lines(m):
         click.echo(line)
     click.echo(f"next: store it as a CI baseline: edgemed check {bundle} --baseline {bundle.name}.baseline.json "
-               "--update-baseline" + (f" --scan {scan}" if scan else "") + (f" --reference {reference}" if reference
+               "--update-baseline" + (f" --scan {shown_scan(scan)}" if scan else "") + (f" --reference {reference}" if reference
                                                                           else ""))
 
 

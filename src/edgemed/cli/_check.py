@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from edgemed.cli._options import shown_scan
+
 __all__ = ["check"]
 
 
@@ -67,7 +69,7 @@ def check(bundle: Path, baseline: Path, scan: Path | None, reference: Path | Non
                           update_baseline=update_baseline)
     if junit is not None:
         write_junit_xml(result, junit)
-    again = f"edgemed check {bundle} --baseline {baseline}" + (f" --scan {scan}" if scan else "") + (
+    again = f"edgemed check {bundle} --baseline {baseline}" + (f" --scan {shown_scan(scan)}" if scan else "") + (
         f" --reference {reference}" if reference else "")
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
@@ -86,7 +88,7 @@ def check(bundle: Path, baseline: Path, scan: Path | None, reference: Path | Non
             click.echo(f"next: to accept this build's numbers as the new baseline: {again} --update-baseline")
         else:
             failed = {c.name.split("_")[0] for c in result.failures}
-            where = f"edgemed profile {bundle} --scan {scan or 'SCAN'}"
+            where = f"edgemed profile {bundle} --scan {shown_scan(scan)}"
             if "dice" in failed:
                 where += f" --ground-truth {reference or 'SEG'} (overlay.png shows where the masks differ)"
             click.echo(f"next: {where}; if the change is intended, re-baseline: {again} --update-baseline")

@@ -37,3 +37,11 @@ class MultiValueOption(click.Option):
                     self._previous_parser_process(v, state)
 
             opt.process = process
+
+
+
+def shown_scan(path: object) -> str:
+    """A scan path as the CLI may print it (DICOM identifiers redacted; see `redacted_path`)."""
+    from edgemed.io._deid import redacted_path
+
+    return "SCAN" if path is None else redacted_path(path)

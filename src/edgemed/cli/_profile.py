@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from edgemed.cli._options import shown_scan
+
 __all__ = ["profile"]
 
 
@@ -74,10 +76,10 @@ def profile(bundle: Path, scan: Path, teacher_predictions: Path | None, ground_t
                + (f", {report.overlay_png}" if report.overlay_png else ""))
     if not report.accuracy:
         click.echo(f"next: add --teacher-predictions SEG to measure Dice vs the teacher: edgemed profile {bundle} "
-                   f"--scan {scan} --teacher-predictions SEG")
+                   f"--scan {shown_scan(scan)} --teacher-predictions SEG")
     else:
         other = "openvino" if report.backend == "ort" else "ort"
-        click.echo(f"next: read {report.report_md}; compare backends: edgemed profile {bundle} --scan {scan} "
+        click.echo(f"next: read {report.report_md}; compare backends: edgemed profile {bundle} --scan {shown_scan(scan)} "
                    f"--backend {other} --out {out_dir}-{other}")
 
 
@@ -100,4 +102,4 @@ def _predict(bundle: Path, scan: Path, target_id: str, precision: str | None, ca
     click.echo(f"  calibration: {c['backend']}/{c['precision']} compute efficiency {c['compute_efficiency']}, "
                f"memory efficiency {c['memory_efficiency']}, {c['overhead_us_per_node']} µs/layer — {c['note']}")
     click.echo(f"  {result['note']}")
-    click.echo(f"next: measure on the device: edgemed profile {bundle} --scan {scan} (run there)")
+    click.echo(f"next: measure on the device: edgemed profile {bundle} --scan {shown_scan(scan)} (run there)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,8 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from edgemed.errors import InputError
+from edgemed.errors import EdgemedWarning, InputError
+from edgemed.io._deid import identifiers, redact
 from edgemed.io._orient import LPS_TO_RAS, to_canonical
 from edgemed.io._volume import Volume
 
@@ -38,14 +40,21 @@ def read_header(path: Path) -> Dataset | None:
         InputError: If the file starts like DICOM but cannot be parsed.
     """
     try:
-        return pydicom.dcmread(os.fspath(path), defer_size="256 KB")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            header = pydicom.dcmread(os.fspath(path), defer_size="256 KB")
     except InvalidDicomError:
         return None
     except _PARSE_ERRORS as err:
         raise InputError(
-            f"{path.name}: looks like DICOM but could not be parsed ({type(err).__name__}: {err}); "
+            f"{redact(path.name)}: looks like DICOM but could not be parsed ({type(err).__name__}: {err}); "
             "the file is truncated or corrupt. Copy it again, or remove it from the folder."
         ) from err
+    # pydicom's warnings quote header values (an invalid date is a date): pass them on redacted.
+    known = identifiers([header])
+    for w in caught:
+        warnings.warn(f"{redact(path.name, known)}: {redact(str(w.message), known)}", EdgemedWarning, stacklevel=2)
+    return header
 
 
 def scan_folder(folder: Path) -> list[DicomFile]:
@@ -69,7 +78,7 @@ def scan_folder(folder: Path) -> list[DicomFile]:
             if subdirs
             else " Pass a folder holding the .dcm slices of one series, or a .nii.gz file."
         )
-        raise InputError(f"{folder.name}: no DICOM files found in this folder.{hint}")
+        raise InputError(f"{redact(folder.name)}: no DICOM files found in this folder.{hint}")
     return found
 
 
@@ -87,20 +96,25 @@ def read_dicom_series(files: Sequence[DicomFile], *, source: str) -> Volume:
     Raises:
         InputError: If the files belong to several series, have no pixel data, are multi-frame, or
             their geometry is inconsistent (missing slices, uneven spacing, mixed orientations).
+
+    `source` and the file names in messages are redacted first: any patient name, ID, date or UID
+    of the headers (or any UID- or date-like text) in them is replaced by a placeholder.
     """
-    _require_one_series(files, source)
+    known = identifiers(ds for _, ds in files)
+    source = redact(source, known)
+    _require_one_series(files, source, known)
     for path, ds in files:
-        _check_image_file(path, ds)
+        _check_image_file(path, ds, known)
     geometry = _SliceGeometry.from_files(files, source)
     order = np.argsort(geometry.positions_mm, kind="stable")
     files = [files[i] for i in order]
     positions = geometry.positions_mm[order]
-    _check_spacing(positions, [p.name for p, _ in files], source)
+    _check_spacing(positions, [redact(p.name, known) for p, _ in files], source)
 
     stored = np.empty((len(files), geometry.rows, geometry.columns), dtype=np.float32)
     padding = np.zeros(stored.shape, dtype=bool)
     for k, (path, ds) in enumerate(files):
-        raw = _pixels(path, ds, geometry)
+        raw = _pixels(path, ds, geometry, known)
         slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
         intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
         stored[k] = raw.astype(np.float32) * np.float32(slope) + np.float32(intercept)
@@ -126,7 +140,7 @@ def read_dicom_series(files: Sequence[DicomFile], *, source: str) -> Volume:
                   _safe_meta(files, int(padding.sum())))
 
 
-def _require_one_series(files: Sequence[DicomFile], source: str) -> None:
+def _require_one_series(files: Sequence[DicomFile], source: str, known: list[str]) -> None:
     by_series: dict[str, list[DicomFile]] = {}
     for item in files:
         by_series.setdefault(str(item[1].get("SeriesInstanceUID", "")), []).append(item)
@@ -136,8 +150,8 @@ def _require_one_series(files: Sequence[DicomFile], source: str) -> None:
     for members in by_series.values():
         ds = members[0][1]
         lines.append(
-            f"  series {ds.get('SeriesNumber', '?')} '{ds.get('SeriesDescription', '')}' "
-            f"({ds.get('Modality', '?')}, {len(members)} files, e.g. {members[0][0].name})"
+            f"  series {ds.get('SeriesNumber', '?')} '{redact(str(ds.get('SeriesDescription', '')), known)}' "
+            f"({ds.get('Modality', '?')}, {len(members)} files, e.g. {redact(members[0][0].name, known)})"
         )
     raise InputError(
         f"{source}: holds {len(by_series)} DICOM series:\n" + "\n".join(lines) + "\n"
@@ -145,23 +159,24 @@ def _require_one_series(files: Sequence[DicomFile], source: str) -> None:
     )
 
 
-def _check_image_file(path: Path, ds: Dataset) -> None:
+def _check_image_file(path: Path, ds: Dataset, known: list[str]) -> None:
+    name = redact(path.name, known)
     if ds.get("SOPClassUID", "") == SEG_SOP_CLASS:
-        raise InputError(f"{path.name}: is a DICOM-SEG, not an image; read it with read_labels(path, like=image).")
+        raise InputError(f"{name}: is a DICOM-SEG, not an image; read it with read_labels(path, like=image).")
     if "PixelData" not in ds:
         raise InputError(
-            f"{path.name}: is DICOM without pixel data ({ds.get('Modality', 'unknown modality')}): a "
+            f"{name}: is DICOM without pixel data ({ds.get('Modality', 'unknown modality')}): a "
             "non-image object (report, presentation state) or a truncated file. Remove it, or pass the "
             "folder of the image series."
         )
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         raise InputError(
-            f"{path.name}: is a multi-frame (enhanced) DICOM image; edgemed reads one slice per file. "
+            f"{name}: is a multi-frame (enhanced) DICOM image; edgemed reads one slice per file. "
             "Convert it first, e.g. `dcm2niix -z y -o out/ folder/`, and pass the .nii.gz."
         )
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise InputError(
-            f"{path.name}: is a colour image ({ds.get('PhotometricInterpretation')}); pass a CT or MR series."
+            f"{name}: is a colour image ({ds.get('PhotometricInterpretation')}); pass a CT or MR series."
         )
 
 
@@ -235,21 +250,22 @@ def _check_spacing(positions_mm: np.ndarray, names: list[str], source: str) -> N
         )
 
 
-def _pixels(path: Path, ds: Dataset, geometry: _SliceGeometry) -> np.ndarray:
+def _pixels(path: Path, ds: Dataset, geometry: _SliceGeometry, known: list[str]) -> np.ndarray:
+    name = redact(path.name, known)
     try:
         raw = ds.pixel_array
     except _DECODE_ERRORS as err:
         file_meta = getattr(ds, "file_meta", None)
         syntax = file_meta.get("TransferSyntaxUID", None) if file_meta is not None else None
         raise InputError(
-            f"{path.name}: could not decode the pixel data (transfer syntax "
+            f"{name}: could not decode the pixel data (transfer syntax "
             f"{getattr(syntax, 'name', syntax)}: {err}). If the file is truncated, copy it again; if its "
             "codec needs a plugin, install the decoders (pip install pylibjpeg pylibjpeg-libjpeg "
             "pylibjpeg-openjpeg) or decompress the series first (gdcmconv --raw)."
         ) from err
     if raw.shape != (geometry.rows, geometry.columns):
         raise InputError(
-            f"{path.name}: pixel data of shape {raw.shape} does not match Rows x Columns; the file is corrupt."
+            f"{name}: pixel data of shape {raw.shape} does not match Rows x Columns; the file is corrupt."
         )
     return raw
 

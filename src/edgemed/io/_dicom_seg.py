@@ -8,6 +8,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from edgemed.errors import InputError
+from edgemed.io._deid import identifiers, redact
 from edgemed.io._orient import LPS_TO_RAS
 from edgemed.io._volume import Volume
 
@@ -36,7 +37,7 @@ def read_dicom_seg(path: Path, ds: Dataset, like: Volume | None) -> Volume:
     """
     if like is None:
         raise InputError(
-            f"{path.name}: is a DICOM-SEG, whose frames only have meaning on the image they were drawn on. "
+            f"{_name(path, ds)}: is a DICOM-SEG, whose frames only have meaning on the image they were drawn on. "
             "Pass that image: read_labels(seg_path, like=read_volume(ct_series_folder))."
         )
     frames = _frames(path, ds)
@@ -52,12 +53,12 @@ def read_dicom_seg(path: Path, ds: Dataset, like: Volume | None) -> Volume:
     per_frame = ds.get("PerFrameFunctionalGroupsSequence", [])
     if len(per_frame) != len(frames):
         raise InputError(
-            f"{path.name}: has {len(frames)} frames but {len(per_frame)} per-frame descriptions; the file is "
+            f"{_name(path, ds)}: has {len(frames)} frames but {len(per_frame)} per-frame descriptions; the file is "
             "corrupt. Export the SEG again."
         )
     overlap = 0
     for index, (frame, groups) in enumerate(zip(frames, per_frame)):
-        target = _frame_index(groups, shared, to_voxel, frame.shape, like, f"{path.name} frame {index + 1}")
+        target = _frame_index(groups, shared, to_voxel, frame.shape, like, f"{_name(path, ds)} frame {index + 1}")
         current = labels[target]
         if seg_type == "LABELMAP":
             paint = frame != 0
@@ -71,17 +72,22 @@ def read_dicom_seg(path: Path, ds: Dataset, like: Volume | None) -> Volume:
     meta: dict[str, object] = {"format": "DICOM-SEG", "segments": segments, "segmentation_type": seg_type}
     if overlap:
         meta["overlap_voxels"] = overlap
-    return Volume(labels, like.affine.copy(), "SEG", path.name, meta)
+    return Volume(labels, like.affine.copy(), "SEG", _name(path, ds), meta)
+
+
+def _name(path: Path, ds: Dataset) -> str:
+    """The file's name for messages and Volume.source, without the patient's identifiers or UIDs."""
+    return redact(path.name, identifiers([ds]))
 
 
 def _frames(path: Path, ds: Dataset) -> np.ndarray:
     if "PixelData" not in ds:
-        raise InputError(f"{path.name}: is a DICOM-SEG without pixel data; the file is incomplete. Export it again.")
+        raise InputError(f"{_name(path, ds)}: is a DICOM-SEG without pixel data; the file is incomplete. Export it again.")
     try:
         frames = np.asarray(ds.pixel_array)
     except _DECODE_ERRORS as err:
         raise InputError(
-            f"{path.name}: could not decode the segmentation frames ({err}). Install the decoders "
+            f"{_name(path, ds)}: could not decode the segmentation frames ({err}). Install the decoders "
             "(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg) or re-export the SEG uncompressed."
         ) from err
     return frames[np.newaxis] if frames.ndim == 2 else frames
@@ -99,7 +105,7 @@ def _segment_number(groups: Dataset, shared: Dataset | None, path: Path, index: 
         return int(groups.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
     except (AttributeError, IndexError) as err:
         raise InputError(
-            f"{path.name}: frame {index + 1} names no segment; the SEG is incomplete. Export it again."
+            f"{redact(path.name)}: frame {index + 1} names no segment; the SEG is incomplete. Export it again."
         ) from err
 
 

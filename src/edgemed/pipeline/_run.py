@@ -117,7 +117,13 @@ def run_recipe(recipe: RecipeConfig, *, out: str | os.PathLike[str] | None = Non
 def _recipe_json(recipe: RecipeConfig) -> dict[str, Any]:
     from dataclasses import asdict
 
-    return asdict(recipe)
+    from edgemed.io._deid import redacted_path
+
+    raw = asdict(recipe)
+    # Recorded, not re-read: DICOM folders named after the patient are recorded redacted.
+    for key in ("scans", "teacher_predictions"):
+        raw[key] = [redacted_path(p) for p in raw.get(key) or []]
+    return raw
 
 
 def _organ_candidates(cache: StageCache, recipe: RecipeConfig, organ: str, bar: Any, progress: bool

@@ -115,7 +115,8 @@ def profile_bundle(bundle: Any, scan: PathLike, *, teacher_predictions: PathLike
                       "and libraries loaded before profiling)",
               "peak_rss_before_bytes": rss_before, "peak_rss_after_bytes": peak_rss_bytes()}
     overlay = _overlay(volume, mask.array, references, organs, accuracy, out / "overlay.png", notes)
-    report = ProfileReport(bundle=bundle_path, scan=scan_path, backend=backend_name, config=config, slices=slices,
+    # The scan by its de-identified name (a DICOM export's folder is often named after the patient).
+    report = ProfileReport(bundle=bundle_path, scan=Path(volume.source or scan_path.name), backend=backend_name, config=config, slices=slices,
                            stages=stages, batches=batches, memory=memory, model=model, accuracy=accuracy, host=host,
                            notes=tuple(notes), report_json=out / "report.json", report_md=out / "report.md",
                            overlay_png=overlay, mask=mask_path)

@@ -144,7 +144,7 @@ class ProfileReport:
 
     Attributes:
         bundle: The bundle directory.
-        scan: The scan profiled.
+        scan: The scan profiled, by its de-identified name (`Volume.source`), not its full path.
         backend: The backend used ("ort" or "openvino").
         config: The profiling config.
         slices: Axial slices in the scan (one model input each).

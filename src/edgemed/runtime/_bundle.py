@@ -164,11 +164,17 @@ class EngineBundle(OnnxBundle):
         return None if cc is None else (int(cc[0]), int(cc[1]))
 
 
-def open_bundle(path: str | os.PathLike[str]) -> OnnxBundle:
+def open_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> OnnxBundle:
     """Open an ONNX bundle or an engine bundle, whichever `path` holds (sha256 of every file checked).
+
+    Args:
+        verify: Check every file's sha256 (off only right after `verify_artifact` did).
 
     Raises:
         ArtifactError: Neither kind, or a missing or altered file.
     """
     kind = read_manifest(path, verify=False).kind
-    return (EngineBundle if kind == ENGINE_KIND else OnnxBundle).load(path)
+    if kind not in (BUNDLE_KIND, ENGINE_KIND):
+        raise ArtifactError(f"{path} is a {kind!r} artifact, but a 'bundle' artifact is needed here; "
+                            "export one with edgemed export.")
+    return (EngineBundle if kind == ENGINE_KIND else OnnxBundle).load(path, verify=verify)

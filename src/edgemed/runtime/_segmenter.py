@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from edgemed.artifacts import OrganChannel
+from edgemed.artifacts import OrganChannel, verify_artifact
 from edgemed.errors import ArtifactError, ConfigError, InputError
 from edgemed.io import Volume, context_stack, from_student_grid, prepare_volume
 from edgemed.runtime._bundle import EngineBundle, OnnxBundle, open_bundle
@@ -21,8 +22,9 @@ __all__ = ["Segmenter", "load"]
 
 
 def load(bundle: str | os.PathLike[str] | OnnxBundle, *, backend: str = "auto", threads: int | None = None,
-         throughput: bool = False) -> "Segmenter":
-    """Open a bundle for inference, checking the sha256 of every file first.
+         throughput: bool = False, trusted_keys: Sequence[str | os.PathLike[str]] | None = None,
+         require_signature: bool | None = None) -> "Segmenter":
+    """Open a bundle for inference, checking the sha256 of every file (and its signature) first.
 
     Args:
         bundle: A bundle directory (from `edgemed.export.to_onnx`, or an engine bundle from
@@ -35,13 +37,19 @@ def load(bundle: str | os.PathLike[str] | OnnxBundle, *, backend: str = "auto", 
         throughput: Compile for many concurrent calls (several threads sharing this Segmenter)
             rather than for one call's latency; only OpenVINO distinguishes the two (its
             THROUGHPUT hint runs parallel streams, which one sequential caller cannot use).
+        trusted_keys: ed25519 public key files or directories (`edgemed keygen`). When given, or
+            when `EDGEMED_TRUSTED_KEYS` names some, the bundle must carry a valid signature by one
+            of them (`edgemed sign`); device software should always set one of the two.
+        require_signature: Override that rule: True refuses unsigned bundles even without keys
+            (a ConfigError then), False skips the signature check (hashes are still checked).
 
     Returns:
         A `Segmenter`; use it as a context manager to release the backend when done.
 
     Raises:
-        ArtifactError: Not a bundle, or a file is missing or altered.
-        ConfigError: Unknown backend or bad thread count.
+        ArtifactError: Not a bundle; a file missing, altered or not in the manifest; unsigned
+            when a signature is required, or a signature that is invalid or by an untrusted key.
+        ConfigError: Unknown backend, bad thread count, or an unreadable trusted key.
         MissingDependencyError: The backend is not installed (names the pip extra).
         CompatibilityError: An engine built for another GPU or TensorRT version (names the rebuild command).
         BackendError: The backend cannot load the model.
@@ -53,7 +61,9 @@ def load(bundle: str | os.PathLike[str] | OnnxBundle, *, backend: str = "auto", 
         ...     seg.last_timings.inference_ms
     """
     # An opened bundle is verified again: its files may have changed since it was opened.
-    opened = open_bundle(bundle.path if isinstance(bundle, OnnxBundle) else bundle)
+    path = bundle.path if isinstance(bundle, OnnxBundle) else bundle
+    opened = open_bundle(path, verify=False)  # the kind and metadata first: "not a bundle" says more
+    verify_artifact(path, trusted_keys=trusted_keys, require_signature=require_signature)
     if isinstance(opened, EngineBundle):
         if backend not in ("auto", "trt"):
             raise ConfigError(f"{opened.path} is a TensorRT engine; it runs only on backend='trt' (or 'auto'). "
