@@ -1,5 +1,6 @@
 """Typed artifacts at stage boundaries: directories with a manifest.json (stdlib + numpy only)."""
 
+from edgemed.artifacts._archive import extract_artifact, pack_artifact
 from edgemed.artifacts._manifest import MANIFEST, Manifest, read_manifest, sha256_file, write_artifact
 from edgemed.artifacts._signing import (
     SIGNATURE,
@@ -25,8 +26,10 @@ __all__ = [
     "SpecsFromMetadata",
     "StudentCheckpoint",
     "Verification",
+    "extract_artifact",
     "generate_keypair",
     "load_public_keys",
+    "pack_artifact",
     "read_manifest",
     "sha256_file",
     "sign_artifact",

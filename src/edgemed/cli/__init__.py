@@ -24,6 +24,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "distill": ("edgemed.cli._distill", "distill", "Distill a teacher into an organ-specific student (label-free)."),
     "ensemble": ("edgemed.cli._ensemble", "ensemble", "Pool separately distilled students into one ensemble student."),
     "export": ("edgemed.cli._export", "export", "Export a student to an ONNX bundle, parity-checked against torch."),
+    "pack": ("edgemed.cli._trust", "pack", "Pack an artifact into one .tar(.gz) file for shipping (verified first)."),
     "profile": ("edgemed.cli._profile", "profile",
                 "Profile a bundle on a scan: stage latency, FLOP/s vs host peak, Dice; writes a report."),
     "profiles": ("edgemed.cli._profiles", "profiles",
@@ -35,6 +36,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "inspect": ("edgemed.cli._inspect", "inspect", "Print an artifact's manifest, or a label map's classes."),
     "keygen": ("edgemed.cli._trust", "keygen", "Create an ed25519 key pair for signing bundles."),
     "sign": ("edgemed.cli._trust", "sign", "Sign artifacts (ed25519 over the manifest of sha256 hashes)."),
+    "unpack": ("edgemed.cli._trust", "unpack", "Extract a packed artifact safely (no traversal, no links, capped), verified."),
     "verify": ("edgemed.cli._trust", "verify", "Check artifacts as the runtime does: hashes, no extra files, signature."),
     "students": ("edgemed.cli._inspect", "students", "List the student architectures of the zoo."),
 }

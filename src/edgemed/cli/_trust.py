@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["keygen", "sign", "verify"]
+__all__ = ["keygen", "pack", "sign", "unpack", "verify"]
 
 
 @click.command()
@@ -75,3 +75,39 @@ def verify(artifacts: tuple[Path, ...], keys: tuple[Path, ...], require_signatur
             click.echo(f"REFUSED {err}", err=True)
     if failed:
         raise SystemExit(1)
+
+
+@click.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The archive: .tar, .tar.gz or .tgz.")
+def pack(artifact: Path, out: Path) -> None:
+    """Pack ARTIFACT (a bundle, signed or not) into one file for shipping, after verifying it.
+
+    \b
+    Example:
+      edgemed pack out/liver.edgemed --out liver.edgemed.tar.gz
+    """
+    from edgemed.artifacts import pack_artifact
+
+    pack_artifact(artifact, out)
+    click.echo(f"wrote {out}")
+    click.echo(f"next, on the device: edgemed unpack {out} --out DIR [--key PUBLIC.pem]")
+
+
+@click.command()
+@click.argument("archive", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The artifact directory to create.")
+@click.option("--key", "keys", multiple=True, type=click.Path(path_type=Path),
+              help="Require a signature by this trusted public key (repeatable; default: $EDGEMED_TRUSTED_KEYS).")
+@click.option("--max-mb", type=float, default=4096, show_default=True, help="Refuse archives extracting to more.")
+def unpack(archive: Path, out: Path, keys: tuple[Path, ...], max_mb: float) -> None:
+    """Extract a packed artifact safely (no paths outside OUT, no links, size-capped), then verify it.
+
+    \b
+    Example:
+      edgemed unpack liver.edgemed.tar.gz --out /opt/models/liver.edgemed --key release.pub.pem
+    """
+    from edgemed.artifacts import extract_artifact
+
+    extract_artifact(archive, out, max_bytes=int(max_mb * 2**20), trusted_keys=list(keys) or None)
+    click.echo(f"wrote {out} (verified)")

@@ -44,6 +44,7 @@ def load_nifti(path: Path, *, as_labels: bool) -> tuple[np.ndarray, np.ndarray]:
         raise _corrupt(path, err) from err
     shape = tuple(int(s) for s in image.shape)
     stored = image.get_data_dtype()
+    _check_declared_size(path, shape, stored.itemsize)
     if stored.names is not None:
         raise InputError(
             f"{path.name}: holds {len(stored.names)}-channel (RGB) voxels; edgemed reads grey-level "
@@ -55,6 +56,30 @@ def load_nifti(path: Path, *, as_labels: bool) -> tuple[np.ndarray, np.ndarray]:
     except _READ_ERRORS as err:
         raise _corrupt(path, err) from err
     return _as_3d(array, shape, path.name), affine
+
+
+# A header may claim any size: refuse what no scan needs (4 G voxels) or what the file cannot hold.
+MAX_VOXELS = int(os.environ.get("EDGEMED_MAX_VOXELS", 2**32))
+# Label maps compress up to a few hundred times; a gzip "bomb" compresses far more.
+_MAX_GZIP_RATIO = 2000
+
+
+def _check_declared_size(path: Path, shape: tuple[int, ...], itemsize: int) -> None:
+    voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    if any(s < 0 for s in shape) or voxels > MAX_VOXELS:
+        raise InputError(f"{path.name}: its header declares shape {shape} ({voxels:.3g} voxels), beyond the "
+                         f"{MAX_VOXELS:.3g} edgemed reads (EDGEMED_MAX_VOXELS). The header is corrupt, or split the "
+                         "volume first.")
+    size = path.stat().st_size
+    declared = voxels * max(int(itemsize), 1)
+    if path.name.lower().endswith(".gz"):
+        if declared > _MAX_GZIP_RATIO * size:
+            raise InputError(f"{path.name}: its header declares {declared / 1e6:.1f} MB of voxels, more than "
+                             f"{_MAX_GZIP_RATIO}x the {size / 1e3:.1f} kB compressed file can honestly hold; the "
+                             "header is corrupt (or the file is a decompression bomb).")
+    elif declared > size:
+        raise InputError(f"{path.name}: its header declares {declared} bytes of voxels, but the file has {size}: it is "
+                         "corrupt or truncated. Copy or download it again.")
 
 
 def _corrupt(path: Path, err: Exception) -> InputError:

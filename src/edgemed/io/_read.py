@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from pydicom.dataset import Dataset
 
-from edgemed.errors import ConfigError, InputError
+from edgemed.errors import ConfigError, EdgemedError, InputError
+from edgemed.io._deid import redact
 from edgemed.io._dicom import SEG_SOP_CLASS, read_dicom_series, read_header, scan_folder
 from edgemed.io._dicom_seg import read_dicom_seg
 from edgemed.io._grid import check_same_grid
@@ -19,11 +23,36 @@ from edgemed.io._volume import Volume
 
 __all__ = ["read_labels", "read_volume"]
 
+_F = TypeVar("_F", bound=Callable[..., Volume])
+
+
+def _input_boundary(fn: _F) -> _F:
+    """Scan files come from outside: whatever a malformed file makes a parser raise reaches the
+    caller as an InputError naming the file (the parser's error chained for debugging), never as
+    a library traceback. Known failure modes get their own messages further in; this is the net."""
+
+    @functools.wraps(fn)
+    def guarded(path: str | os.PathLike[str], *args: object, **kwargs: object) -> Volume:
+        try:
+            return fn(path, *args, **kwargs)
+        except EdgemedError:
+            raise
+        except (Exception, RecursionError, MemoryError) as err:  # noqa: BLE001 (see above)
+            name = redact(Path(path).name)
+            raise InputError(
+                f"{name}: could not be read ({type(err).__name__}: {str(err)[:300]}). The file is corrupt, "
+                "truncated or not the NIfTI, NRRD or DICOM it appears to be; export or copy it again."
+            ) from err
+
+    return guarded  # type: ignore[return-value]
+
+
 _MODALITIES = ("CT", "MR")
 # Air is about -1000 HU; MR intensities are (almost) never that negative.
 _CT_GUESS_MIN = -500.0
 
 
+@_input_boundary
 def read_volume(path: str | os.PathLike[str], *, modality: str | None = None) -> Volume:
     """Read a CT or MR scan into canonical RAS order as float32.
 
@@ -77,6 +106,7 @@ def read_volume(path: str | os.PathLike[str], *, modality: str | None = None) ->
     return volume
 
 
+@_input_boundary
 def read_labels(path: str | os.PathLike[str], *, like: Volume | None = None) -> Volume:
     """Read a label map (integer organ ids) into canonical RAS order, modality "SEG".
 

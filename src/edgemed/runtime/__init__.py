@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from edgemed.runtime._bundle import BUNDLE_KIND, BUNDLE_SCHEMA, ENGINE_KIND, EngineBundle, OnnxBundle
+from edgemed.runtime._bundle import BUNDLE_KIND, BUNDLE_SCHEMA, ENGINE_KIND, EngineBundle, OnnxBundle, open_bundle
 from edgemed.runtime._host import physical_cores
 from edgemed.runtime._postprocess import component_labels, largest_component
 from edgemed.runtime._segmenter import Segmenter, load
@@ -35,6 +35,7 @@ __all__ = [
     "component_labels",
     "largest_component",
     "load",
+    "open_bundle",
     "open_session",
     "physical_cores",
 ]
