@@ -194,7 +194,7 @@ def _overlays(result: "RunResult", recipe: "RecipeConfig") -> str:
         shown = o.shown
         if not (shown and o.overlay_mask and Path(o.overlay_mask).exists()):
             continue
-        with np.load(o.overlay_mask) as npz:
+        with np.load(o.overlay_mask, allow_pickle=False) as npz:
             student = npz["mask"]
         ref = teacher == load_label_map(recipe.label_map).resolve([o.organ])[0]
         with tempfile.TemporaryDirectory(prefix="edgemed-report-") as tmp:
