@@ -54,6 +54,7 @@ def _fuzz(target, n: int) -> None:  # type: ignore[no-untyped-def]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--total", type=int, default=102_000, help="inputs over all loaders")
+    parser.add_argument("--only", nargs="*", default=None, help="fuzz only these loaders (names in the JSON)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fuzz_loaders.json")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -62,7 +63,7 @@ def main() -> int:
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         bundle, _, _ = tiny_liver_bundle(Path(tmp) / "b")
-        targets = make_targets(Path(tmp) / "seeds", bundle)
+        targets = [t for t in make_targets(Path(tmp) / "seeds", bundle) if not args.only or t.name in args.only]
         per = -(-args.total // len(targets))
         for target in targets:
             t0 = time.perf_counter()

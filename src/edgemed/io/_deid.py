@@ -12,8 +12,10 @@ import re
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydicom.dataset import Dataset
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 __all__ = ["IDENTIFYING_KEYWORDS", "identifiers", "redact", "redacted_path"]
 
@@ -32,7 +34,7 @@ _DATE = re.compile(r"(?<!\d)(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01
 _MIN_PART = 3  # shorter name parts ("LI", "O") would blank out ordinary words
 
 
-def identifiers(datasets: Iterable[Dataset]) -> list[str]:
+def identifiers(datasets: Iterable["Dataset"]) -> list[str]:
     """The identifying values in `datasets` (and the parts of person names), longest first."""
     found: set[str] = set()
     for ds in datasets:

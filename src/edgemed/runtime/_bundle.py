@@ -44,6 +44,8 @@ class OnnxBundle(SpecsFromMetadata):
     KIND: ClassVar[str] = BUNDLE_KIND
     SCHEMAS: ClassVar[tuple[int, ...]] = (BUNDLE_SCHEMA,)
     _REMEDY: ClassVar[str] = "re-export the bundle with edgemed export"
+    _PARSED: ClassVar[tuple[str, ...]] = ("preprocess", "postprocess", "organs", "inputs", "outputs", "precision",
+                                          "opset", "label_map", "parity", "validation_dice", "format")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, verify: bool = True) -> "OnnxBundle":
@@ -58,13 +60,15 @@ class OnnxBundle(SpecsFromMetadata):
         missing = [k for k in ("model", "inputs", "outputs", "preprocess", "organs", "precision") if k not in meta]
         if missing:
             raise ArtifactError(f"{root}: manifest metadata lacks {missing}; {cls._REMEDY}.")
-        if meta["model"] not in bundle.manifest.files:
+        if not isinstance(meta["model"], str) or meta["model"] not in bundle.manifest.files:
             raise ArtifactError(f"{root}: the model file {meta['model']!r} is not among the hashed files; "
                                 f"{cls._REMEDY}.")
         try:
-            bundle.preprocess, bundle.postprocess, bundle.organs  # noqa: B018  (parse once to fail early)
-        except (ConfigError, KeyError, TypeError, ValueError) as err:
-            raise ArtifactError(f"{root}: preprocessing, postprocessing or organ records are malformed ({err}); "
+            # Parse every record once, so a malformed one fails here with one clear message, not later.
+            for name in cls._PARSED:
+                getattr(bundle, name)
+        except (ConfigError, KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as err:
+            raise ArtifactError(f"{root}: the manifest's {name} record is malformed ({type(err).__name__}: {err}); "
                                 f"{cls._REMEDY}.") from err
         if len(bundle.inputs) != 1 or len(bundle.outputs) != 1:
             raise ArtifactError(f"{root}: a segmentation bundle has one input and one output, this one has "
@@ -140,6 +144,7 @@ class EngineBundle(OnnxBundle):
     KIND: ClassVar[str] = ENGINE_KIND
     SCHEMAS: ClassVar[tuple[int, ...]] = (ENGINE_SCHEMA,)
     _REMEDY: ClassVar[str] = "rebuild it with edgemed build"
+    _PARSED: ClassVar[tuple[str, ...]] = (*OnnxBundle._PARSED, "tensorrt_version", "compute_capability")
 
     @property
     def format(self) -> str:
