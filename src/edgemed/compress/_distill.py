@@ -134,6 +134,7 @@ def _distill(scans, config, out, teacher, teacher_predictions, teacher_store, pr
     fingerprint = {"recipe": {k: v for k, v in config.to_json().items() if k != "threads"},
                    "scans": [sc.name for sc in slices], "teacher": teacher_identity,
                    "init": None if init_ckpt is None else init_ckpt.manifest.digest}
+    fingerprint = json.loads(json.dumps(fingerprint))  # as stored: tuples become lists
     saved = load_state(state_dir(out), fingerprint) if resume else None
     if not resume and ctx.is_main and (state_dir(out) / "state.json").is_file():
         warnings.warn(f"starting afresh: {state_dir(out)} holds the state of an unfinished run, which this run will "

@@ -130,7 +130,8 @@ def _precompute(scans, teacher, root: Path, config: TeacherStoreConfig, progress
                 np.savez_compressed(fh, **arrays)
         record = {"scan": _scan_name(scan, volume, i), "scan_sha256": sha, "shape": list(volume.shape),
                   "organs": header["organs"], "soft": soft, "dtype": config.dtype if soft else None,
-                  "shard": f"{key}.npz", "shard_sha256": sha256_file(shards / f"{key}.npz"), "header": header}
+                  "shard": f"{key}.npz", "shard_sha256": sha256_file(shards / f"{key}.npz"), "header": header,
+                  "computed_by_rank": ctx.rank}
         with atomic_file(shards / f"{key}.json") as tmp:
             tmp.write_text(json.dumps(record, indent=1) + "\n")
         computed += 1
