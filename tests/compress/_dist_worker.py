@@ -22,6 +22,11 @@ def main() -> None:
     elif job["action"] == "precompute":
         teacher = StoredPredictions(zip(job["scans"], job["teacher_predictions"]))
         precompute_teacher(job["scans"], teacher, job["out"], TeacherStoreConfig(**job["config"]), progress=False)
+    elif job["action"] == "qat":
+        from edgemed.compress import NncfQatConfig, quantize
+
+        quantize(job["bundle"], job["scans"], NncfQatConfig(student=job["student"], **job["config"]), job["out"],
+                 timing_repeats=1)
     else:
         raise SystemExit(f"unknown action {job['action']!r}")
 

@@ -279,3 +279,19 @@ def test_nccl_on_gpus(phantoms: tuple[list[Path], list[Path]], tmp_path: Path) -
     ckpt = StudentCheckpoint.load(tmp_path / "gpu")
     assert ckpt.metadata["training"]["distributed"]["backend"] == "nccl"
     assert ckpt.metadata["validation"]["dice"]["liver"] > 0.2
+
+
+@pytest.mark.slow
+def test_qat_fine_tunes_in_two_gloo_processes(tmp_path: Path) -> None:
+    """QAT under torchrun: DDP fine-tuning, rank 0 measures and writes; both processes return its result."""
+    pytest.importorskip("nncf")
+    from _phantom_pairs import tiny_liver_bundle
+
+    from edgemed.runtime import OnnxBundle
+
+    bundle, scan, _ = tiny_liver_bundle(tmp_path)
+    _torchrun(tmp_path, {"action": "qat", "bundle": bundle, "student": tmp_path / "student", "scans": [scan],
+                         "config": {"calibration_slices": 16, "epochs": 1, "batch_size": 4}, "out": tmp_path / "q"})
+    record = OnnxBundle.load(tmp_path / "q").metadata["quantization"]
+    assert record["calibration"]["method"] == "NncfQatConfig"
+    assert record["chosen_precision"] in ("int8", "fp32") and record["dice"]
