@@ -281,7 +281,6 @@ def test_nccl_on_gpus(phantoms: tuple[list[Path], list[Path]], tmp_path: Path) -
     assert ckpt.metadata["validation"]["dice"]["liver"] > 0.2
 
 
-@pytest.mark.slow
 def test_qat_fine_tunes_in_two_gloo_processes(tmp_path: Path) -> None:
     """QAT under torchrun: DDP fine-tuning, rank 0 measures and writes; both processes return its result."""
     pytest.importorskip("nncf")

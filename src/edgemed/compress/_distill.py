@@ -369,7 +369,7 @@ def _load_data(scans, teacher, teacher_predictions, teacher_store, ids, config, 
         warnings.warn(
             "only slices of the training scan could be held out, so the validation Dice measures how the student "
             "fills gaps in a scan it has seen, not how it does on a new patient. Give 2 or more scans to hold out "
-            "whole scans.", EdgemedWarning, stacklevel=3)
+            "whole scans.", EdgemedWarning, stacklevel=4)
     store = None
     if teacher_store is not None:
         store = TeacherStore.open(teacher_store)
