@@ -48,12 +48,13 @@ def _job(tmp: Path, job: dict[str, Any]) -> Path:
     return spec
 
 
-def _torchrun(tmp: Path, job: dict[str, Any], nproc: int = 2, env: dict[str, str] | None = None) -> str:
+def _torchrun(tmp: Path, job: dict[str, Any], nproc: int = 2, env: dict[str, str] | None = None,
+              fails: bool = False) -> str:
     """Run the job in `nproc` real processes under torchrun (gloo on this CPU machine); returns their output."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            str(WORKER), str(_job(tmp, job))]
     done = subprocess.run(cmd, env={**_env(), **(env or {})}, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"torchrun failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    assert (done.returncode != 0) == fails, f"torchrun exit {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return done.stdout + done.stderr
 
 
@@ -168,6 +169,23 @@ def test_store_refuses_other_organs_and_another_teacher(store: Path, phantoms: t
                            progress=False)
     with pytest.raises(InputError, match="not a teacher store"):
         TeacherStore.open(tmp_path)
+
+
+def test_more_processes_than_scans_is_fine_and_said(phantoms: tuple[list[Path], list[Path]], tmp_path: Path) -> None:
+    scans, segs = phantoms
+    log = _torchrun(tmp_path, {"action": "precompute", "scans": scans[:1], "teacher_predictions": segs[:1],
+                               "config": {"organs": ["liver"]}, "out": tmp_path / "one"})
+    assert "2 processes for 1 scan(s)" in log
+    assert TeacherStore.open(tmp_path / "one").index["last_run"] == {"computed": 1, "skipped": 0, "processes": 2}
+
+
+def test_a_batch_smaller_than_the_processes_is_refused(phantoms: tuple[list[Path], list[Path]],
+                                                        tmp_path: Path) -> None:
+    scans, segs = phantoms
+    log = _torchrun(tmp_path, {"action": "distill", "scans": scans, "teacher_predictions": segs,
+                               "config": {**QUICK, "batch_size": 1}, "out": tmp_path / "s"}, fails=True)
+    assert "raise --batch-size to >= 2" in log
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize("dtype,atol", [("float16", 1e-3), ("uint8", 1 / 255)])
