@@ -233,6 +233,7 @@ def _train_member(net, run: _Run, seed: int, name: str, member: int, finished: l
 
     from edgemed.compress._augment import augment_batch
     from edgemed.compress._losses import distill_loss
+    from edgemed.compress._train_state import restore_training, save_training
 
     config, ctx = run.config, run.ctx
     rng = np.random.default_rng(seed)
@@ -246,7 +247,7 @@ def _train_member(net, run: _Run, seed: int, name: str, member: int, finished: l
     history: list[dict[str, object]] = []
     first = 0
     if saved is not None:
-        first = _restore(saved, net, ema, opt, sched, rng, gen)
+        first = restore_training(saved, net, ema, opt, sched, rng, gen)
         history = [{k: v for k, v in h.items() if k != "member"} for h in saved.history if h.get("member") == member]
     shipped = lambda: ema.module if ema is not None else net  # noqa: E731
     model = ctx.wrap(net)
@@ -285,44 +286,9 @@ def _train_member(net, run: _Run, seed: int, name: str, member: int, finished: l
         last = done == config.epochs
         if run.state_path is not None and (done % run.state_every == 0 or last) and \
                 not (last and member == config.ensemble - 1):
-            _save(run, member, done, net, ema, opt, sched, rng, gen, finished, history_before, history, started,
-                  shipped().eval() if last else None)
+            save_training(run.state_path, run.fingerprint, member, done, net, ema, opt, sched, rng, gen, finished,
+                          history_before, history, started, shipped().eval() if last else None)
     return shipped().cpu().eval(), history
-
-
-def _save(run: _Run, member, epoch, net, ema, opt, sched, rng, gen, finished, history_before, history,  # type: ignore[no-untyped-def]
-          started, done_net) -> None:
-    """Write the resumable state (rank 0). A finished member is stored as done; the next one starts at epoch 0."""
-    from edgemed.compress._train_state import TrainState, rng_state_json, save_state
-
-    cpu = lambda module: {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}  # noqa: E731
-    records = list(history_before) + [{"member": member, **h} for h in history]
-    done = [cpu(m) for m in finished] + ([cpu(done_net)] if done_net is not None else [])
-    state = TrainState(
-        fingerprint=run.fingerprint, member=member + (done_net is not None), epoch=0 if done_net is not None else epoch,
-        history=records, finished=done, net=cpu(net), ema=cpu(ema.module) if ema is not None else None,
-        ema_steps=ema.steps if ema is not None else 0, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-        rng=rng_state_json(rng), generator=gen.get_state(), seconds=time.perf_counter() - started)
-    assert run.state_path is not None
-    save_state(run.state_path, state)
-
-
-def _restore(saved, net, ema, opt, sched, rng, gen) -> int:  # type: ignore[no-untyped-def]
-    """Load a saved member's weights, EMA, optimizer, schedule and random streams; returns the epoch to start at."""
-    import torch
-
-    device = next(net.parameters()).device
-    net.load_state_dict({k: v.to(device) for k, v in saved.net.items()})
-    if ema is not None:
-        if saved.ema is None:
-            raise ConfigError("the saved state has no EMA weights but this run uses EMA; start afresh.")
-        ema.module.load_state_dict({k: v.to(device) for k, v in saved.ema.items()})
-        ema.steps = saved.ema_steps
-    opt.load_state_dict(saved.optimizer)
-    sched.load_state_dict(saved.scheduler)
-    rng.bit_generator.state = saved.rng
-    gen.set_state(saved.generator.to(torch.uint8))
-    return int(saved.epoch)
 
 
 class _Ema:

@@ -19,7 +19,7 @@ import numpy as np
 from edgemed._atomic import atomic_dir
 from edgemed.errors import ArtifactError, ConfigError
 
-__all__ = ["TrainState", "load_state", "save_state", "state_dir"]
+__all__ = ["TrainState", "load_state", "restore_training", "save_state", "save_training", "state_dir"]
 
 STATE_SCHEMA = 1
 _JSON, _TENSORS = "state.json", "tensors.safetensors"
@@ -146,3 +146,38 @@ def load_state(path: Path, fingerprint: dict[str, Any]) -> TrainState | None:
 def rng_state_json(rng: np.random.Generator) -> dict[str, Any]:
     """The numpy generator's state as JSON-ready data (ints stay exact in JSON)."""
     return dict(rng.bit_generator.state)
+
+
+def save_training(path: Path, fingerprint: dict[str, Any], member: int, epoch: int, net: Any, ema: Any, opt: Any,
+                  sched: Any, rng: np.random.Generator, gen: Any, finished: list[Any], history_before: list[Any],
+                  history: list[Any], started: float, done_net: Any) -> None:
+    """Save a member's training after `epoch` epochs; with `done_net` the member is finished (next starts at 0)."""
+    import time
+
+    cpu = lambda module: {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}  # noqa: E731
+    records = list(history_before) + [{"member": member, **h} for h in history]
+    done = [cpu(m) for m in finished] + ([cpu(done_net)] if done_net is not None else [])
+    save_state(path, TrainState(
+        fingerprint=fingerprint, member=member + (done_net is not None), epoch=0 if done_net is not None else epoch,
+        history=records, finished=done, net=cpu(net), ema=cpu(ema.module) if ema is not None else None,
+        ema_steps=ema.steps if ema is not None else 0, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+        rng=rng_state_json(rng), generator=gen.get_state(), seconds=time.perf_counter() - started))
+
+
+def restore_training(saved: TrainState, net: Any, ema: Any, opt: Any, sched: Any, rng: np.random.Generator,
+                     gen: Any) -> int:
+    """Load a saved member's weights, EMA, optimizer, schedule and random streams; returns the epoch to start at."""
+    import torch
+
+    device = next(net.parameters()).device
+    net.load_state_dict({k: v.to(device) for k, v in saved.net.items()})
+    if ema is not None:
+        if saved.ema is None:
+            raise ConfigError("the saved state has no EMA weights but this run uses EMA; start afresh.")
+        ema.module.load_state_dict({k: v.to(device) for k, v in saved.ema.items()})
+        ema.steps = saved.ema_steps
+    opt.load_state_dict(saved.optimizer)
+    sched.load_state_dict(saved.scheduler)
+    rng.bit_generator.state = saved.rng
+    gen.set_state(saved.generator.to(torch.uint8))
+    return int(saved.epoch)
