@@ -74,6 +74,16 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.cpu().numpy()
 
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every process's `obj` (small, picklable values), in rank order ([obj] when single)."""
+        if not self.active:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
     def broadcast_module_(self, module: Any) -> None:
         """Copy rank 0's parameters and buffers into `module` on every process, in place."""
         if not self.active:

@@ -112,12 +112,12 @@ def _precompute(scans, teacher, root: Path, config: TeacherStoreConfig, progress
     shards = root / "shards"
     shards.mkdir(parents=True, exist_ok=True)
     mine = list(enumerate(scans))[ctx.rank::ctx.world_size]
-    computed = skipped = 0
+    finished: list[tuple[int, str, bool]] = []  # (scan index, shard key, computed now)
     for i, scan in progress_bar(mine, progress, desc="teacher → store", unit="scan"):
         sha = scan_sha256(scan)
         key = _shard_key(scan, sha, i)
         if _valid_record(shards, key, sha, header) is not None:
-            skipped += 1
+            finished.append((i, key, False))
             continue
         volume = scan if isinstance(scan, Volume) else read_volume(scan)
         output = teacher.predict(volume)
@@ -134,20 +134,21 @@ def _precompute(scans, teacher, root: Path, config: TeacherStoreConfig, progress
                   "computed_by_rank": ctx.rank}
         with atomic_file(shards / f"{key}.json") as tmp:
             tmp.write_text(json.dumps(record, indent=1) + "\n")
-        computed += 1
-    totals = ctx.all_reduce_sum(np.array([computed, skipped], np.int64))
-    ctx.barrier()
+        finished.append((i, key, True))
+    # Each process checked or wrote its own shards; rank 0 indexes their records without hashing again.
+    everyone = [item for part in ctx.all_gather_object(finished) for item in part]
     if ctx.is_main:
+        keys = {i: key for i, key, _ in everyone}
         entries = []
         for i, scan in enumerate(scans):
-            sha = scan_sha256(scan)
-            record = _valid_record(shards, _shard_key(scan, sha, i), sha, header)
-            if record is None:
+            if i not in keys:
                 raise InputError(f"the shard of scan {i} ({_scan_name(scan, None, i)}) is missing after the run; "
                                  "a process failed: rerun the same command to compute what is missing.")
+            record = _read_json(shards / f"{keys[i]}.json")
             entries.append({k: record[k] for k in ("scan", "scan_sha256", "shape", "soft", "shard", "shard_sha256")})
+        computed = sum(now for _, _, now in everyone)
         index = {"kind": "teacher_store", "schema": STORE_SCHEMA, "header": header, "shards": entries,
-                 "last_run": {"computed": int(totals[0]), "skipped": int(totals[1]), "processes": ctx.world_size}}
+                 "last_run": {"computed": computed, "skipped": len(everyone) - computed, "processes": ctx.world_size}}
         with atomic_file(root / _INDEX) as tmp:
             tmp.write_text(json.dumps(index, indent=1) + "\n")
     ctx.barrier()
