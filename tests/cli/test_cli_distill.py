@@ -34,7 +34,8 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "scans", root / "preds"
 
 
-@pytest.mark.parametrize("command", ["distill", "ensemble", "inspect", "prune", "quantize", "students"])
+@pytest.mark.parametrize("command", ["distill", "ensemble", "inspect", "precompute", "prune", "quantize",
+                                     "students"])
 def test_every_command_has_help(command: str) -> None:
     result = CliRunner().invoke(_cli, [command, "--help"])
     assert result.exit_code == 0, result.output
@@ -55,6 +56,26 @@ def test_distill_folders_pair_by_name_and_inspect(folders: tuple[Path, Path], tm
     manifest = json.loads(shown.stdout)
     assert manifest["kind"] == "student"
     assert manifest["metadata"]["scans"] == ["case3.nii.gz", "case4.nii.gz"]
+
+
+def test_precompute_a_store_then_distill_from_it(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    scans, preds = folders
+    store = tmp_path / "store"
+    fill = ["precompute", "--scans", str(scans), "--teacher-predictions", str(preds), "--organ", "liver",
+            "--out", str(store), "--quiet"]
+    first = _run(fill)
+    assert first.returncode == 0, first.stderr
+    assert "2 shard(s), 2 computed, 0 already there, 1 process(es)" in first.stdout
+    assert "next: edgemed distill" in first.stdout
+    again = _run([*fill, "--json"])
+    assert json.loads(again.stdout) == {"path": str(store), "shards": 2, "computed": 0, "skipped": 2, "processes": 1}
+    res = _run(["distill", "--scans", str(scans), "--teacher-store", str(store), "--organ", "liver", "--out",
+                str(tmp_path / "liver"), *FAST, "--resume", "--json"])
+    assert res.returncode == 0, res.stderr
+    assert set(json.loads(res.stdout)["validation"]["dice"]) == {"liver"}
+    wrong = _run(["distill", "--scans", str(scans), "--teacher-store", str(store), "--organ", "spleen", "--out",
+                  str(tmp_path / "spleen"), *FAST])
+    assert wrong.returncode == 2 and "Fill a store for these organs" in wrong.stderr
 
 
 def test_distill_from_an_onnx_teacher(folders: tuple[Path, Path], tmp_path: Path) -> None:

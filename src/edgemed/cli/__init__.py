@@ -25,6 +25,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "ensemble": ("edgemed.cli._ensemble", "ensemble", "Pool separately distilled students into one ensemble student."),
     "export": ("edgemed.cli._export", "export", "Export a student to an ONNX bundle, parity-checked against torch."),
     "pack": ("edgemed.cli._trust", "pack", "Pack an artifact into one .tar(.gz) file for shipping (verified first)."),
+    "precompute": ("edgemed.cli._precompute", "precompute",
+                   "Run a teacher once per scan into a sharded store (parallel under torchrun) for distill."),
     "profile": ("edgemed.cli._profile", "profile",
                 "Profile a bundle on a scan: stage latency, FLOP/s vs host peak, Dice; writes a report."),
     "profiles": ("edgemed.cli._profiles", "profiles",

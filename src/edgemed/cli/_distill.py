@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,8 @@ __all__ = ["distill"]
 @click.option("--teacher-predictions", cls=MultiValueOption,
               help="Stored teacher outputs (label maps or probability maps), paired with --scans in order, "
                    "or a folder paired by file name.")
+@click.option("--teacher-store", type=click.Path(path_type=Path),
+              help="A teacher store filled by edgemed precompute (one shard of teacher outputs per scan).")
 @click.option("--teacher", help="A teacher to run: model.onnx, TorchScript .pt, an nnU-Net v2 model folder, "
                                 "or package.module:factory (with --teacher-checkpoint).")
 @click.option("--teacher-checkpoint", type=click.Path(path_type=Path), help="State-dict checkpoint for a module:factory teacher.")
@@ -61,15 +64,18 @@ __all__ = ["distill"]
                    "else a central block of this share of the organ's slices.")
 @click.option("--seed", type=int, default=_D.seed, show_default=True)
 @click.option("--threads", type=int, help="torch threads (default: all cores).")
+@click.option("--resume", is_flag=True,
+              help="Continue from <out>.resume/ (the state saved every epoch) when there is one, else start afresh.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teacher: str | None,
+def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teacher_store: Path | None, teacher: str | None,
             teacher_checkpoint: Path | None, teacher_dims: str | None, teacher_window_hu: tuple[float, float] | None,
             teacher_patch_size: tuple[int, int, int] | None, teacher_classes: str | None, label_map: str,
             organs: tuple[str, ...], out: Path, student: str, widths: tuple[int, ...], epochs: int,
             batch_size: int, lr: float, temperature: float, spacing_mm: tuple[float, float],
             window_hu: tuple[float, float], context_slices: int, context_spacing_mm: float, body_crop: bool,
-            ensemble: int, holdout_fraction: float, seed: int, threads: int | None, as_json: bool, quiet: bool) -> None:
+            ensemble: int, holdout_fraction: float, seed: int, threads: int | None, resume: bool, as_json: bool,
+            quiet: bool) -> None:
     """Distill a teacher into an organ-specific student, label-free.
 
     \b
@@ -77,13 +83,16 @@ def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teache
       edgemed distill --scans ct.nii.gz --teacher-predictions seg.nii.gz --organ liver --out runs/liver
       edgemed distill --scans scans/ --teacher-predictions preds/ --organ kidney_left kidney_right --out runs/kidneys
       edgemed distill --scans dicom_series/ --teacher Dataset297_TotalSegmentator/... --organ liver --out runs/liver
+      torchrun --nproc_per_node 4 -m edgemed distill --scans scans/ --teacher-store store/liver --organ liver \\
+          --out runs/liver --resume
     """
     from edgemed.artifacts import PreprocessSpec
     from edgemed.compress import DistillConfig, distill as run_distill
     from edgemed.errors import ConfigError
 
-    if bool(teacher) == bool(teacher_predictions):
-        raise ConfigError("give exactly one of --teacher (a model to run) or --teacher-predictions (stored outputs).")
+    if sum(map(bool, (teacher, teacher_predictions, teacher_store))) != 1:
+        raise ConfigError("give exactly one of --teacher (a model to run), --teacher-predictions (stored outputs) or "
+                          "--teacher-store (a store filled by edgemed precompute).")
     scan_paths, pred_paths = pair_scans(scans, teacher_predictions or None)
     config = DistillConfig(
         organs=organs, label_map=label_map, student=student, student_kwargs={"widths": list(widths)} if widths else {},
@@ -96,9 +105,13 @@ def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teache
     if teacher:
         teacher_obj = _load_teacher(teacher, teacher_checkpoint, teacher_dims, teacher_window_hu,
                                     teacher_patch_size, teacher_classes)
-    click.echo(f"distilling {', '.join(organs)} from {len(scan_paths)} scan(s) into {student} → {out}", err=True)
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, only rank 0 prints
+    if main:
+        click.echo(f"distilling {', '.join(organs)} from {len(scan_paths)} scan(s) into {student} → {out}", err=True)
     ckpt = run_distill(scan_paths, config, out, teacher=teacher_obj, teacher_predictions=pred_paths,
-                       progress=not quiet)
+                       teacher_store=teacher_store, progress=not quiet, resume=resume)
+    if not main:
+        return
     meta = ckpt.metadata
     if as_json:
         click.echo(json.dumps({"path": str(out), "validation": meta["validation"], "training": meta["training"]},

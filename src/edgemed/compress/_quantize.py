@@ -177,6 +177,18 @@ def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], conf
     Returns:
         What was measured and chosen; the written bundle records the same.
     """
+    from edgemed.compress._dist import distributed
+
+    with distributed() as ctx:
+        if ctx.world_size > 1 and not isinstance(config, NncfQatConfig):
+            raise ConfigError(f"{type(config).__name__} (post-training quantization) runs in one process; of the "
+                              "quantization methods only QAT (NncfQatConfig, --method qat) trains under torchrun.")
+        return _quantize(bundle, scans, config, out, validation_scans, references, timing_repeats, ctx)
+
+
+def _quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], config: Any, out: str | os.PathLike[str],
+              validation_scans: Sequence[str | os.PathLike[str] | Volume] | None,
+              references: Sequence[str | os.PathLike[str]] | None, timing_repeats: int, ctx: Any) -> QuantizeResult:
     from edgemed.runtime import BUNDLE_KIND, BUNDLE_SCHEMA, OnnxBundle
     from edgemed.runtime.backends import open_session
 
@@ -207,7 +219,11 @@ def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], conf
     organs = src.organs
     with tempfile.TemporaryDirectory(prefix="edgemed-quantize-") as tmp:
         q_path = Path(tmp) / "model_int8.onnx"
-        handler(src.model_path, q_path, calib, name, config)
+        qat = isinstance(config, NncfQatConfig)
+        handler(src.model_path, q_path, calib, name, config, **({"ctx": ctx} if qat else {}))
+        if not ctx.is_main:  # rank 0 measures the QAT model and writes the bundle
+            ctx.barrier()
+            return _result_of(out)
         with open_session(config.backend, q_path) as int8:
             int8_masks = _masks(src, int8, config.backend, val_volumes)
         scores = _dice_report(fp32_masks, int8_masks, refs, organs)
@@ -244,7 +260,15 @@ def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], conf
     metadata.update(precision=precision, preferred_backend=backend, quantization=result.to_json())
     write_artifact(out, kind=BUNDLE_KIND, schema_version=BUNDLE_SCHEMA, payload={str(src.metadata["model"]): model_bytes},
                    metadata=metadata, parent=src.manifest.digest)
+    ctx.barrier()
     return result
+
+
+def _result_of(out: str | os.PathLike[str]) -> QuantizeResult:
+    """The QuantizeResult rank 0 recorded in the bundle it wrote (what the other processes return)."""
+    from edgemed.runtime import OnnxBundle
+
+    return QuantizeResult(**OnnxBundle.load(out).metadata["quantization"])
 
 
 def _config_json(config: Any) -> dict[str, Any]:
@@ -437,8 +461,14 @@ def fold_batchnorm_(net: Any) -> int:
     return folds
 
 
-def _quantize_nncf_qat(src: Path, dst: Path, calib: list[np.ndarray], name: str, config: NncfQatConfig) -> None:
-    """PTQ-initialised fake quantizers, distilled from the FP32 student on the calibration stacks, QDQ-exported."""
+def _quantize_nncf_qat(src: Path, dst: Path, calib: list[np.ndarray], name: str, config: NncfQatConfig,
+                       ctx: Any = None) -> None:
+    """PTQ-initialised fake quantizers, distilled from the FP32 student on the calibration stacks, QDQ-exported.
+
+    Under torchrun the fine-tuning runs in DistributedDataParallel: every process draws the same
+    permutation of the stacks and trains on its share of each batch (DistributedSampler's rule);
+    a last batch smaller than the number of processes is dropped. Rank 0 exports the model.
+    """
     import copy
     import warnings
 
@@ -461,17 +491,26 @@ def _quantize_nncf_qat(src: Path, dst: Path, calib: list[np.ndarray], name: str,
     hard = torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 3, 1, 2).float()
     qnet = nncf.quantize(copy.deepcopy(fp32), nncf.Dataset(list(x_all.split(_BATCH))),
                          preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=-(-len(x_all) // _BATCH))
+    from edgemed.compress._dist import SINGLE
+
+    ctx = ctx or SINGLE
+    model = ctx.wrap(qnet)
     opt = torch.optim.AdamW(qnet.parameters(), lr=config.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(0)
-    qnet.train()
-    for _ in progress_bar(range(config.epochs), True, desc="QAT", unit="epoch"):
+    model.train()
+    for _ in progress_bar(range(config.epochs), ctx.is_main, desc="QAT", unit="epoch"):
         for idx in torch.randperm(len(x_all), generator=gen).split(config.batch_size):
-            loss = distill_loss(qnet(x_all[idx]), soft[idx], hard[idx], temperature=config.temperature, soft=True,
-                                dice_weight=1.0)
+            if len(idx) < ctx.world_size:
+                continue  # every process needs a share, or the gradient all-reduce would wait forever
+            idx = idx[ctx.share(len(idx))]
+            loss = distill_loss(model(x_all[idx].to(ctx.device)), soft[idx].to(ctx.device), hard[idx].to(ctx.device),
+                                temperature=config.temperature, soft=True, dice_weight=1.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    qnet.eval()
+    qnet = qnet.cpu().eval()
+    if not ctx.is_main:
+        return
     for m in qnet.modules():
         if isinstance(m, BaseQuantizer):
             m.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)

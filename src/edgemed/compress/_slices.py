@@ -93,28 +93,40 @@ def scan_slices(name: str, volume: Volume, probs: np.ndarray, mask: np.ndarray, 
 
 def make_batch(scans: Sequence[ScanSlices], picks: Sequence[tuple[int, int]], context: int,
                num_classes: int, *, rng: np.random.Generator | None = None,
-               truncate_prob: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               truncate_prob: float = 0.0, keep: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inputs (N, C, H, W), soft targets (N, K, H, W) and one-hot targets for (scan, slice) picks.
 
     Slices of different scans are padded to the largest H and W (air / background). With
     `truncate_prob`, a slice's 2.5D context is cut short on each side by a random number of
     neighbours, which repeat the last one kept: what the runtime feeds at a scan's first and last
     slices, and for every slice of a scan only a few slices thick.
+
+    `keep` (a distributed process's share of a global batch, e.g. slice(rank, None, world)) builds
+    only those picks, yet pads to and draws from `rng` for all of them, so each process's share is
+    exactly what a single process would have built for the same picks.
     """
     h = max(scans[s].image.shape[1] for s, _ in picks)
     w = max(scans[s].image.shape[2] for s, _ in picks)
-    n = len(picks)
+    mine = set(range(len(picks))[keep])
+    n = len(mine)
     x = np.zeros((n, 2 * context + 1, h, w), np.float32)
     soft = np.zeros((n, num_classes, h, w), np.float32)
     soft[:, 0] = 1.0
     hard = np.zeros((n, num_classes, h, w), np.float32)
     hard[:, 0] = 1.0
-    for i, (s, k) in enumerate(picks):
+    i = -1
+    for j, (s, k) in enumerate(picks):
+        cut = None
+        if context and rng is not None and truncate_prob > 0 and rng.random() < truncate_prob:
+            cut = context - int(rng.integers(0, context + 1)), context + int(rng.integers(0, context + 1))
+        if j not in mine:
+            continue
+        i += 1
         sc = scans[s]
         hh, ww = sc.image.shape[1:]
         x[i, :, :hh, :ww] = context_stack(sc.image, [k], context, step=sc.geom.context_step)[0]
-        if context and rng is not None and truncate_prob > 0 and rng.random() < truncate_prob:
-            below, above = context - int(rng.integers(0, context + 1)), context + int(rng.integers(0, context + 1))
+        if cut is not None:
+            below, above = cut
             x[i, :below] = x[i, below]
             x[i, above + 1:] = x[i, above]
         soft[i, :, :hh, :ww] = sc.soft[k]

@@ -16,12 +16,13 @@ def predict_slices(net: nn.Module, image: np.ndarray, slices: np.ndarray, contex
                    batch_size: int = 16, logits: bool = False) -> np.ndarray:
     """Softmax probabilities (or logits) (N, K, H, W) for axial `slices` of a prepared (Z, H, W) image."""
     net.eval()
+    device = next(net.parameters()).device  # a student trained on a GPU (torchrun + nccl) validates there
     outs = []
     with torch.inference_mode():
         for b in range(0, len(slices), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(context_stack(image, slices[b:b + batch_size], context, step=step)))
-            y = net(x)
-            outs.append((y if logits else y.softmax(1)).numpy())
+            y = net(x.to(device))
+            outs.append((y if logits else y.softmax(1)).cpu().numpy())
     return np.concatenate(outs)
 
 
