@@ -170,7 +170,10 @@ def config_from_dict(raw: dict[str, Any]) -> DistillConfig:
     if isinstance(values.get("preprocess"), dict):
         values["preprocess"] = PreprocessSpec(**values["preprocess"])
     if isinstance(values.get("postprocess"), dict):
-        values["postprocess"] = PostprocessSpec(**values["postprocess"])
+        unknown = set(values["postprocess"]) - {"argmax", "largest_component"}
+        if unknown:
+            raise ConfigError(f"unknown postprocess option(s) {sorted(unknown)}; known: largest_component.")
+        values["postprocess"] = PostprocessSpec.from_json(values["postprocess"])
     if isinstance(values.get("augment"), dict):
         values["augment"] = AugmentConfig(**values["augment"])
     if "organs" in values:
