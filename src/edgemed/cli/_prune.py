@@ -29,7 +29,8 @@ __all__ = ["prune"]
 @click.option("--finetune-scans", cls=MultiValueOption,
               help="Unlabeled scans: fine-tune the pruned student by distillation from the unpruned one.")
 @click.option("--epochs", type=int, default=30, show_default=True, help="Fine-tune epochs.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Fine-tune learning rate.")
+@click.option("--lr", type=float, default=3e-3, show_default=True,
+              help="Fine-tune learning rate (a pruned student may start at Dice 0; 1e-3 can be too low to recover).")
 def prune(student: Path, out: Path, ratio: float | None, target_macs: float | None, target_latency_ms: float | None,
           latency_size: int, max_ratio: float, importance: str, steps: int, finetune_scans: tuple[str, ...],
           epochs: int, lr: float) -> None:

@@ -63,7 +63,9 @@ class PruneStageConfig:
 
     importance: str = "magnitude"
     finetune_epochs: int = 20
-    lr: float = 1e-3
+    # 3e-3, not 1e-3: a 30 %-pruned full-width liver student outputs nothing before fine-tuning, and
+    # at 1e-3 it stayed at Dice 0 for 15 epochs; at 3e-3 it recovered the parent's Dice by epoch 8.
+    lr: float = 3e-3
 
     def __post_init__(self) -> None:
         if self.finetune_epochs < 0:
