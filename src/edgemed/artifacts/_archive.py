@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemed._atomic import atomic_dir, atomic_file
-from edgemed.artifacts._manifest import MANIFEST, read_manifest
+from edgemed.artifacts._manifest import MANIFEST, SIGNATURE, read_manifest
 from edgemed.errors import ArtifactError, ConfigError
 
 __all__ = ["MAX_ARCHIVE_BYTES", "MAX_ARCHIVE_MEMBERS", "extract_artifact", "pack_artifact"]
@@ -34,7 +34,7 @@ def pack_artifact(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> 
     """
     root, out = Path(path), Path(out)
     manifest = read_manifest(root)
-    names = [MANIFEST, *sorted(manifest.files)] + (["signature.json"] if (root / "signature.json").is_file() else [])
+    names = [MANIFEST, *sorted(manifest.files)] + ([SIGNATURE] if (root / SIGNATURE).is_file() else [])
     mode = "w:gz" if out.name.endswith((".tar.gz", ".tgz")) else "w"
     with atomic_file(out) as tmp, tarfile.open(tmp, mode) as tar:
         for name in names:

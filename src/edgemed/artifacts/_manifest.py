@@ -21,6 +21,7 @@ from edgemed.errors import ArtifactError
 __all__ = ["MANIFEST", "Manifest", "read_manifest", "sha256_file", "write_artifact"]
 
 MANIFEST = "manifest.json"
+SIGNATURE = "signature.json"  # beside the manifest, outside what it lists (see _signing)
 # The manifest's own checksum: catches a damaged manifest.json (a flipped byte in a number or name),
 # which the payload hashes cannot. It is not a signature (anyone can recompute it); see _signing.
 CONTENT_SHA256 = "content_sha256"
@@ -201,7 +202,7 @@ def read_manifest(path: str | os.PathLike[str], *, kind: str | None = None, sche
 
 def _safe_name(name: object) -> bool:
     """A plain file name inside an artifact directory (not the manifest, its signature or a path)."""
-    return (isinstance(name, str) and name not in ("", ".", "..", MANIFEST, "signature.json")
+    return (isinstance(name, str) and name not in ("", ".", "..", MANIFEST, SIGNATURE)
             and not any(c in name for c in "/\\\0") and name == name.strip())
 
 

@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from edgemed._atomic import atomic_file
-from edgemed.artifacts._manifest import MANIFEST, Manifest, read_manifest
+from edgemed.artifacts._manifest import MANIFEST, SIGNATURE, Manifest, read_manifest
 from edgemed.errors import ArtifactError, ConfigError, MissingDependencyError
 
 __all__ = ["SIGNATURE", "TRUSTED_KEYS_ENV", "Verification", "generate_keypair", "key_id", "load_public_keys",
            "sign_artifact", "trusted_keys_from_env", "verify_artifact"]
 
-SIGNATURE = "signature.json"
 TRUSTED_KEYS_ENV = "EDGEMED_TRUSTED_KEYS"
 PASSPHRASE_ENV = "EDGEMED_KEY_PASSPHRASE"
 _ALGORITHM = "ed25519"

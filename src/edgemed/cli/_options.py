@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-__all__ = ["MultiValueOption"]
+__all__ = ["MultiValueOption", "shown_scan"]
 
 
 class MultiValueOption(click.Option):
@@ -37,7 +37,6 @@ class MultiValueOption(click.Option):
                     self._previous_parser_process(v, state)
 
             opt.process = process
-
 
 
 def shown_scan(path: object) -> str:

@@ -8,8 +8,9 @@ after UIDs ("1.2.840.113619.2.55.3.604688119.969.1268071029.320.dcm"). Such name
 
 from __future__ import annotations
 
-import re
 import os
+import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,7 +73,9 @@ def redacted_path(path: str | os.PathLike[str] | object) -> str:
     p = Path(str(path))
     try:
         first = p if p.is_file() else next((f for f in sorted(p.iterdir()) if f.is_file()), None)
-        header = read_header(first) if first is not None else None
+        with warnings.catch_warnings():  # the header was read (and warned about) where the scan was read
+            warnings.simplefilter("ignore")
+            header = read_header(first) if first is not None else None
     except Exception:  # noqa: BLE001 (an unreadable path is reported where it is read, not here)
         header = None
     return redact(str(p), identifiers([header])) if header is not None else str(p)

@@ -47,11 +47,12 @@ def read_header(path: Path) -> Dataset | None:
         return None
     except _PARSE_ERRORS as err:
         raise InputError(
-            f"{redact(path.name)}: looks like DICOM but could not be parsed ({type(err).__name__}: {err}); "
-            "the file is truncated or corrupt. Copy it again, or remove it from the folder."
+            f"{redact(path.name)}: looks like DICOM but could not be parsed "
+            f"({type(err).__name__}: {redact(str(err))}); the file is truncated or corrupt. Copy it again, "
+            "or remove it from the folder."
         ) from err
     # pydicom's warnings quote header values (an invalid date is a date): pass them on redacted.
-    known = identifiers([header])
+    known = identifiers([header]) if caught else []
     for w in caught:
         warnings.warn(f"{redact(path.name, known)}: {redact(str(w.message), known)}", EdgemedWarning, stacklevel=2)
     return header
