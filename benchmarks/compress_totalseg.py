@@ -30,6 +30,8 @@ from edgemed.pipeline import load_recipe, run_recipe
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "benchmarks" / "recipes" / "totalseg_4organs.toml"
 RESULT = ROOT / "benchmarks" / "results" / "compress_totalseg.json"
+#: Issue 7's bar: TotalSegmentator fast-vs-full agreement on this CT (its README) minus 1 point.
+BAR = {"liver": 0.971, "spleen": 0.967, "kidney_left": 0.963, "kidney_right": 0.954}
 
 
 def main() -> int:
@@ -65,10 +67,13 @@ def main() -> int:
         "benchmark": "compress_totalseg", "recipe": str(args.recipe), "epochs": distill.get("epochs"),
         "finetune_epochs": prune.finetune_epochs, "wall_seconds": round(time.perf_counter() - t0, 1),
         "report": str(result.report), "target": recipe.target, "latency_budget_ms": recipe.latency_budget_ms,
-        "min_dice": recipe.min_dice,
+        "min_dice": recipe.min_dice, "joint": recipe.joint,
         "teacher_note": "TotalSegmentator fast model; fast vs full model Dice on this CT: liver 0.98, "
                         "15 abdominal labels 0.92 (../shared/data/totalseg/README.md)",
-        "organs": [{"organ": o.organ, "chosen": o.chosen.to_json() if o.chosen else None, "error": o.error,
+        "organs": [{"organ": o.organ, "bar": BAR.get(o.organ),
+                    "meets_bar": bool(o.chosen and o.organ in BAR and o.chosen.dice >= BAR[o.organ]),
+                    "best_heldout_dice": max((c.dice for c in o.candidates), default=None),
+                    "chosen": o.chosen.to_json() if o.chosen else None, "error": o.error,
                     "front": [c.name for c in o.front],
                     "candidates": [{k: v for k, v in c.to_json().items() if k not in ("samples_ms", "lineage")}
                                    for c in o.candidates], "skipped": list(o.skipped)} for o in result.organs],

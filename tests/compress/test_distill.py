@@ -177,6 +177,28 @@ def test_context_truncation_repeats_the_last_neighbour_kept(phantom_files: tuple
     assert np.array_equal(again, full)
 
 
+def test_flat_context_repeats_the_slice_itself_in_every_channel(phantom_files: tuple[list[Path], list[Path]]) -> None:
+    from edgemed.compress._slices import make_batch, scan_slices
+    from edgemed.io import read_labels, read_volume
+
+    scans, segs = phantom_files
+    vol = read_volume(scans[0])
+    mask = (read_labels(segs[0], like=vol).array == 5).astype(np.uint8)
+    spec = PreprocessSpec(spacing_mm=(8.0, 8.0), context_slices=3, context_spacing_mm=None, pad_multiple=4)
+    sc = scan_slices("ct0", vol, np.stack([1.0 - mask, mask]), mask, spec, 0.2)
+    picks = [(0, 12)] * 400
+    full, _, _ = make_batch([sc], picks, 3, 2)
+    assert not np.array_equal(full[0, 0], full[0, 3])  # the phantom's neighbours differ from the slice
+    x, _, _ = make_batch([sc], picks, 3, 2, rng=np.random.default_rng(0), flat_prob=0.25, truncate_prob=0.0)
+    flat = [all(np.array_equal(xi[c], xi[3]) for c in range(7)) for xi in x]
+    untouched = [np.array_equal(xi, fi) for xi, fi in zip(x, full)]
+    assert all(f != u for f, u in zip(flat, untouched))  # either fully flat or the full context
+    assert 0.18 < np.mean(flat) < 0.32
+    assert AugmentConfig().context_flat == 0.25
+    with pytest.raises(ConfigError, match="context_flat"):
+        AugmentConfig(context_flat=1.5)
+
+
 def test_organ_contrast_changes_only_the_organ() -> None:
     import torch
 

@@ -13,10 +13,10 @@ SMALL = PhantomConfig(shape=(48, 40, 24), spacing_mm=(8.0, 8.0, 10.0))
 
 
 def tiny_recipe_toml(data: Path, *, ratios: str = "[0.0, 0.5]", precisions: str = '["fp32", "int8"]',
-                     epochs: int = 8, extra: str = "") -> str:
+                     epochs: int = 8, extra: str = "", organs: str = '["liver"]') -> str:
     """A recipe over one phantom scan, sized to run in seconds."""
     return f"""
-organs = ["liver"]
+organs = {organs}
 scans = ["{data / 'ct3.nii.gz'}"]
 teacher_predictions = ["{data / 'seg3.nii.gz'}"]
 target = "host"

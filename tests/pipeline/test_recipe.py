@@ -33,7 +33,7 @@ backends = ["ort", "openvino"]
     assert recipe.scans == (str(tmp_path / "data/ct.nii.gz"),)
     assert recipe.search == SearchConfig(widths=((8, 16), (16, 32)), prune_ratios=(0.0, 0.5), precisions=("fp32",),
                                          backends=("ort", "openvino"))
-    cfg = recipe.distill_config("spleen", (16, 32))
+    cfg = recipe.distill_config(("spleen",), (16, 32))
     assert cfg.organs == ("spleen",) and cfg.epochs == 3 and cfg.ema_decay is None
     assert cfg.student_kwargs == {"widths": [16, 32]}
     assert recipe.with_overrides(min_dice=0.5, target=None).min_dice == 0.5

@@ -115,3 +115,50 @@ def test_killed_run_resumes_without_redoing_a_stage(phantom_data: Path, tmp_path
     assert set(ran.values()) == {1} and len(ran) == 4  # every stage ran exactly once over both runs
     assert not list((out / "stages").glob(".*.tmp"))  # the killed stage's temporary directory is gone
     assert (out / "report.html").exists()
+
+
+def test_joint_recipe_trains_one_student_and_ships_one_model_for_every_organ(phantom_data: Path,
+                                                                            tmp_path: Path) -> None:
+    (tmp_path / "r.toml").write_text(tiny_recipe_toml(phantom_data, ratios="[0.0]", precisions='["fp32"]',
+                                                      organs='["liver", "spleen"]', extra="joint = true"))
+    result = run_recipe(load_recipe(tmp_path / "r.toml"), out=tmp_path / "out", progress=False)
+    assert Counter(r["stage"] for r in result.log) == {"distill": 1, "export": 1, "profile": 1}
+    assert all(r["organ"] == "liver+spleen" for r in result.log)
+    liver, spleen = result.organs
+    assert (liver.organ, spleen.organ) == ("liver", "spleen")
+    assert liver.chosen is not None and spleen.chosen is not None
+    assert liver.chosen.bundle == spleen.chosen.bundle and liver.chosen.name == spleen.chosen.name
+    # Each organ is scored on its own label: the two Dice come from one label map, not one copied twice.
+    from edgemed.io import read_labels, read_volume
+    from edgemed.metrics import dice
+    from edgemed import runtime
+
+    ct = read_volume(phantom_data / "ct3.nii.gz")
+    teacher = read_labels(phantom_data / "seg3.nii.gz", like=ct).array
+    with runtime.load(liver.chosen.bundle, backend="ort", threads=1) as seg:
+        labels = seg.segment(ct).array
+    for organ, label in ((liver, 5), (spleen, 1)):
+        assert organ.chosen.dice_scan == pytest.approx(dice(labels == label, teacher == label), abs=1e-4)
+    assert "Joint student" in result.report.read_text()
+
+
+def test_joint_choice_is_judged_by_the_worst_organ() -> None:
+    from edgemed.pipeline._recipe import RecipeConfig
+    from edgemed.pipeline._run import _choose_group
+    from edgemed.pipeline._search import Candidate
+
+    def cand(organ: str, name: str, dice: float, ms: float) -> Candidate:
+        return Candidate(organ=organ, name=name, widths=(8,), prune_ratio=0.0, precision="fp32", backend="ort",
+                         latency_ms=ms, latency_label="measured", dice=dice, dice_scan=dice, dice_checkpoint=None,
+                         size_bytes=1, bundle=name)
+
+    by_organ = {"liver": [cand("liver", "big", 0.95, 10.0), cand("liver", "small", 0.94, 5.0)],
+                "spleen": [cand("spleen", "big", 0.80, 10.0), cand("spleen", "small", 0.70, 5.0)]}
+    recipe = RecipeConfig(organs=("liver", "spleen"), scans=("a",), teacher_predictions=("b",), joint=True,
+                          min_dice=0.75)
+    picks = _choose_group(by_organ, recipe)
+    assert {o: c.name for o, (c, _) in picks.items()} == {"liver": "big", "spleen": "big"}  # small fails on spleen
+    strict = _choose_group(by_organ, RecipeConfig(organs=("liver", "spleen"), scans=("a",), teacher_predictions=("b",),
+                                                  joint=True, min_dice=0.9))
+    (chosen, error), = set(strict.values())
+    assert chosen is None and "worst organ" in error and "spleen" in error

@@ -37,6 +37,10 @@ class AugmentConfig:
         context_truncate: Probability that a slice's 2.5D context is cut short on each side by a
             random number of neighbours (repeating the last one kept), as the runtime feeds the
             first and last slices of a scan and every slice of a scan a few slices thick.
+        context_flat: Probability that a slice's whole 2.5D context is replaced by the slice itself,
+            which is what the runtime feeds for a scan one slice or a few thin slices thick. Students
+            that never see it lose 5-11 Dice points and a tenth of the organ's area on such input
+            (measured on the training scan's own held-out slices, README "Thin scans").
     """
 
     prob: float = 0.8
@@ -52,6 +56,7 @@ class AugmentConfig:
     organ_contrast: float = 0.1
     flip: bool = False
     context_truncate: float = 0.25
+    context_flat: float = 0.25
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
@@ -60,6 +65,8 @@ class AugmentConfig:
             raise ConfigError(f"augment.prob={self.prob} must be in [0, 1].")
         if not 0.0 <= self.context_truncate <= 1.0:
             raise ConfigError(f"augment.context_truncate={self.context_truncate} must be in [0, 1].")
+        if not 0.0 <= self.context_flat <= 1.0:
+            raise ConfigError(f"augment.context_flat={self.context_flat} must be in [0, 1].")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ConfigError(f"augment.scale={self.scale} must be (min, max) with 0 < min <= max.")
         if not 0 < self.gamma[0] <= self.gamma[1]:

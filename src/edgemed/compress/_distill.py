@@ -260,7 +260,8 @@ def _train_member(net, run: _Run, seed: int, name: str, member: int, finished: l
         for _ in range(steps_per_epoch):
             picks = _sample(rng, run.organ_train, run.other_train, config.batch_size, config.organ_slice_ratio)
             batch = make_batch(run.slices, picks, config.preprocess.context_slices, run.num_classes, rng=rng,
-                               truncate_prob=config.augment.context_truncate, keep=share)
+                               truncate_prob=config.augment.context_truncate,
+                               flat_prob=config.augment.context_flat, keep=share)
             x, s_t, h_t = (torch.from_numpy(a) for a in batch)
             x, both = augment_batch(x, torch.cat([s_t, h_t], 1), config.augment, gen, batch=len(picks), keep=share)
             x, both = x.to(ctx.device), both.to(ctx.device)

@@ -93,13 +93,15 @@ def scan_slices(name: str, volume: Volume, probs: np.ndarray, mask: np.ndarray, 
 
 def make_batch(scans: Sequence[ScanSlices], picks: Sequence[tuple[int, int]], context: int,
                num_classes: int, *, rng: np.random.Generator | None = None,
-               truncate_prob: float = 0.0, keep: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               truncate_prob: float = 0.0, flat_prob: float = 0.0,
+               keep: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inputs (N, C, H, W), soft targets (N, K, H, W) and one-hot targets for (scan, slice) picks.
 
     Slices of different scans are padded to the largest H and W (air / background). With
     `truncate_prob`, a slice's 2.5D context is cut short on each side by a random number of
     neighbours, which repeat the last one kept: what the runtime feeds at a scan's first and last
-    slices, and for every slice of a scan only a few slices thick.
+    slices, and for every slice of a scan only a few slices thick. With `flat_prob`, the whole context
+    is the slice itself (a scan one slice or a few thin slices thick).
 
     `keep` (a distributed process's share of a global batch, e.g. slice(rank, None, world)) builds
     only those picks, yet pads to and draws from `rng` for all of them, so each process's share is
@@ -117,7 +119,9 @@ def make_batch(scans: Sequence[ScanSlices], picks: Sequence[tuple[int, int]], co
     i = -1
     for j, (s, k) in enumerate(picks):
         cut = None
-        if context and rng is not None and truncate_prob > 0 and rng.random() < truncate_prob:
+        if context and rng is not None and flat_prob > 0 and rng.random() < flat_prob:
+            cut = context, context
+        elif context and rng is not None and truncate_prob > 0 and rng.random() < truncate_prob:
             cut = context - int(rng.integers(0, context + 1)), context + int(rng.integers(0, context + 1))
         if j not in mine:
             continue

@@ -120,7 +120,11 @@ class RecipeConfig:
     """Everything `edgemed compress` needs: organs, data, stage settings, search grid, budget.
 
     Attributes:
-        organs: One student is compressed per organ (names in `label_map`).
+        organs: The organs to segment (names in `label_map`); one student each, or one for all
+            with `joint`.
+        joint: One student segments every organ: one distillation, one model to ship and one
+            inference per volume instead of one per organ. The search then picks one model, judged
+            by its worst organ.
         scans: Unlabeled training scans; the first is also where candidates are timed and scored.
         teacher_predictions: The teacher's label maps of `scans`, in order.
         label_map: The teacher's label map name or JSON file.
@@ -136,6 +140,7 @@ class RecipeConfig:
     scans: tuple[str, ...]
     teacher_predictions: tuple[str, ...]
     label_map: str = "totalsegmentator"
+    joint: bool = False
     out: str | None = None
     target: str = "host"
     latency_budget_ms: float | None = None
@@ -154,6 +159,10 @@ class RecipeConfig:
         object.__setattr__(self, "teacher_predictions", tuple(str(s) for s in self.teacher_predictions))
         if not self.organs:
             raise ConfigError("the recipe names no organ; add e.g. organs = [\"liver\"].")
+        if len(set(self.organs)) != len(self.organs):
+            raise ConfigError(f"organs={list(self.organs)} names an organ twice.")
+        if not isinstance(self.joint, bool):
+            raise ConfigError(f"joint={self.joint!r} must be true or false.")
         if not self.scans:
             raise ConfigError("the recipe names no scan; add scans = [\"ct.nii.gz\"].")
         if len(self.teacher_predictions) != len(self.scans):
@@ -168,12 +177,17 @@ class RecipeConfig:
                 raise ConfigError(f"[distill] {key} is set at the top of the recipe, not in [distill].")
         config_from_dict({"organs": self.organs[:1], "label_map": self.label_map, **_nones(self.distill)})  # validates
 
-    def distill_config(self, organ: str, widths: tuple[int, ...]) -> Any:
-        """The `DistillConfig` of one organ's student at one width."""
+    @property
+    def groups(self) -> tuple[tuple[str, ...], ...]:
+        """The organs each student segments: all of them together (`joint`), else one each."""
+        return (self.organs,) if self.joint else tuple((o,) for o in self.organs)
+
+    def distill_config(self, organs: tuple[str, ...], widths: tuple[int, ...]) -> Any:
+        """The `DistillConfig` of the student of `organs` at one width."""
         from edgemed.compress import config_from_dict
 
         kwargs = {**self.distill.get("student_kwargs", {}), "widths": list(widths)}
-        return config_from_dict({**_nones(self.distill), "organs": [organ], "label_map": self.label_map,
+        return config_from_dict({**_nones(self.distill), "organs": list(organs), "label_map": self.label_map,
                                  "student_kwargs": kwargs})
 
     def with_overrides(self, **overrides: Any) -> "RecipeConfig":

@@ -90,7 +90,10 @@ def _summary(result: "RunResult", recipe: "RecipeConfig") -> str:
             f"<th>size MB</th></tr>{''.join(rows)}</table>"
             "<p class='note'>Latency: whole-volume inference time, median over repeats, on the first scan of the recipe. "
             "Dice: the deployed bundle (after quantization) vs the teacher's labels on the slices held out of "
-            "distillation.</p>")
+            "distillation.</p>"
+            + ("<p class='note'><b>Joint student:</b> one model segments every organ, so each row is the same "
+               "bundle and its latency is paid once per volume, not once per organ. It was chosen by its worst "
+               "organ's Dice.</p>" if recipe.joint else ""))
     return _section("summary", "Summary", body)
 
 
@@ -194,9 +197,10 @@ def _overlays(result: "RunResult", recipe: "RecipeConfig") -> str:
         shown = o.shown
         if not (shown and o.overlay_mask and Path(o.overlay_mask).exists()):
             continue
+        label_id = load_label_map(recipe.label_map).resolve([o.organ])[0]
         with np.load(o.overlay_mask, allow_pickle=False) as npz:
-            student = npz["mask"]
-        ref = teacher == load_label_map(recipe.label_map).resolve([o.organ])[0]
+            student = npz["labels"] == label_id
+        ref = teacher == label_id
         with tempfile.TemporaryDirectory(prefix="edgemed-report-") as tmp:
             png = draw_overlay(volume.array, volume.spacing_mm, student, ref, Path(tmp) / "overlay.png",
                                title=f"{o.organ}: {shown.name}{'' if o.chosen else ' (best Dice; budget missed)'} "

@@ -1,9 +1,9 @@
-"""`run_recipe`: every organ through the cached stages and the budget search, then report.html."""
+"""`run_recipe`: every organ (or one joint student) through the cached stages and the budget search, then report.html."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ class OrganResult:
     chosen: Candidate | None
     error: str | None = None
     skipped: tuple[dict[str, str], ...] = ()
-    overlay_mask: str | None = None  # the shown model's organ mask (npz) on the first scan
+    overlay_mask: str | None = None  # the shown model's label map (npz, key "labels") on the first scan
 
     @property
     def shown(self) -> Candidate | None:
@@ -91,24 +91,21 @@ def run_recipe(recipe: RecipeConfig, *, out: str | os.PathLike[str] | None = Non
     s = recipe.search
     points = len(s.widths) * len(s.prune_ratios)
     results: list[OrganResult] = []
-    with tqdm(total=len(recipe.organs) * points, disable=not progress, desc="compress", unit="model") as bar:
-        for organ in recipe.organs:
-            candidates, skipped, masks = _organ_candidates(cache, recipe, organ, bar, progress)
-            chosen, error = None, None
-            try:
-                chosen = choose(candidates, latency_budget_ms=recipe.latency_budget_ms, min_dice=recipe.min_dice)
-            except BudgetError as err:
-                error = str(err)
-            shown = chosen or (max(candidates, key=lambda c: c.dice) if candidates else None)
-            results.append(OrganResult(organ, tuple(candidates), tuple(pareto_front(candidates)), chosen, error,
-                                       tuple(skipped), masks.get(shown.name) if shown else None))
+    with tqdm(total=len(recipe.groups) * points, disable=not progress, desc="compress", unit="model") as bar:
+        for group in recipe.groups:
+            by_organ, skipped, labels = _group_candidates(cache, recipe, group, bar, progress)
+            for organ, (chosen, error) in _choose_group(by_organ, recipe).items():
+                candidates = by_organ[organ]
+                shown = chosen or (max(candidates, key=lambda c: c.dice) if candidates else None)
+                results.append(OrganResult(organ, tuple(candidates), tuple(pareto_front(candidates)), chosen, error,
+                                           tuple(skipped), labels.get(shown.name) if shown else None))
     from edgemed.pipeline._report import write_report
 
     log = tuple(cache.read_log(run_id=cache.run_id))
     result = RunResult(root, cache.run_id, tuple(results), root / "report.html", log)
     write_report(result, recipe, root / "report.html")
     cache.write_json("results.json", result.to_json())
-    errors = [o.error for o in results if o.error]
+    errors = list(dict.fromkeys(o.error for o in results if o.error))  # a joint student's error is every organ's
     if errors and raise_on_budget:
         raise BudgetError(" ".join(errors) + f" (report: {result.report})")
     return result
@@ -126,36 +123,64 @@ def _recipe_json(recipe: RecipeConfig) -> dict[str, Any]:
     return raw
 
 
-def _organ_candidates(cache: StageCache, recipe: RecipeConfig, organ: str, bar: Any, progress: bool
-                      ) -> tuple[list[Candidate], list[dict[str, str]], dict[str, str]]:
+def _choose_group(by_organ: dict[str, list[Candidate]], recipe: RecipeConfig
+                  ) -> dict[str, tuple[Candidate | None, str | None]]:
+    """The model each organ ships. A joint student is one model: the fastest whose worst organ meets
+    `min_dice` within the budget serves them all."""
+    if len(by_organ) == 1:
+        (organ, candidates), = by_organ.items()
+        try:
+            return {organ: (choose(candidates, latency_budget_ms=recipe.latency_budget_ms,
+                                   min_dice=recipe.min_dice), None)}
+        except BudgetError as err:
+            return {organ: (None, str(err))}
+    organs = list(by_organ)
+    names = [c.name for c in by_organ[organs[0]]]
+    worst = []
+    for name in names:
+        per = [next(c for c in by_organ[o] if c.name == name) for o in organs]
+        low = min(per, key=lambda c: c.dice)
+        worst.append(replace(low, organ=" + ".join(organs), name=f"{name} (worst: {low.organ})"))
+    try:
+        pick = choose(worst, latency_budget_ms=recipe.latency_budget_ms, min_dice=recipe.min_dice)
+    except BudgetError as err:
+        return {o: (None, f"joint student, judged by its worst organ: {err}") for o in organs}
+    name = names[worst.index(pick)]
+    return {o: (next(c for c in by_organ[o] if c.name == name), None) for o in organs}
+
+
+def _group_candidates(cache: StageCache, recipe: RecipeConfig, organs: tuple[str, ...], bar: Any, progress: bool
+                      ) -> tuple[dict[str, list[Candidate]], list[dict[str, str]], dict[str, str]]:
+    """Every grid point of the student of `organs`: candidates per organ, skipped points, label maps."""
     teacher = teacher_digest(recipe)
     s = recipe.search
-    candidates: list[Candidate] = []
+    what = "+".join(organs) if len(organs) < 3 else f"{len(organs)} organs"
+    by_organ: dict[str, list[Candidate]] = {o: [] for o in organs}
     skipped: list[dict[str, str]] = []
-    masks: dict[str, str] = {}
+    labels: dict[str, str] = {}
     for widths in s.widths:
-        bar.set_postfix_str(f"{organ} distill w{widths[0]}")
-        root = distill_stage(cache, recipe, organ, widths, progress=progress)
+        bar.set_postfix_str(f"{what} distill w{widths[0]}")
+        root = distill_stage(cache, recipe, organs, widths, progress=progress)
         holdout = root.record["summary"].get("holdout_slices")
         for ratio in s.prune_ratios:
             student = root
             lineage: list[tuple[str, str]] = [("teacher predictions", teacher),
                                               ("student", root.record["summary"]["digest"])]
             if ratio > 0:
-                bar.set_postfix_str(f"{organ} prune {ratio:g}")
-                student = prune_stage(cache, recipe, organ, root, ratio, progress=progress)
+                bar.set_postfix_str(f"{what} prune {ratio:g}")
+                student = prune_stage(cache, recipe, organs, root, ratio, progress=progress)
                 lineage.append(("pruned + fine-tuned", student.record["summary"]["digest"]))
-            bar.set_postfix_str(f"{organ} export")
-            fp32 = export_stage(cache, student, organ, recipe)
+            bar.set_postfix_str(f"{what} export")
+            fp32 = export_stage(cache, student, organs, recipe)
             lineage.append(("bundle fp32", fp32.record["summary"]["digest"]))
             for precision in s.precisions:
                 for backend in s.backends:
                     name = f"w{widths[0]} p{ratio:g} {precision} {backend}"
                     bundle, chain = fp32, list(lineage)
                     if precision == "int8":
-                        bar.set_postfix_str(f"{organ} quantize {backend}")
+                        bar.set_postfix_str(f"{what} quantize {backend}")
                         try:
-                            bundle = quantize_stage(cache, fp32, organ, recipe, backend)
+                            bundle = quantize_stage(cache, fp32, organs, recipe, backend)
                         except InputError as err:  # e.g. the model finds no organ to calibrate on
                             skipped.append({"name": name, "reason": f"quantization failed: {err}"})
                             continue
@@ -164,13 +189,14 @@ def _organ_candidates(cache: StageCache, recipe: RecipeConfig, organ: str, bar: 
                             skipped.append({"name": name, "reason": q["reason"]})
                             continue
                         chain.append(("bundle int8", q["digest"]))
-                    bar.set_postfix_str(f"{organ} profile {precision} {backend}")
-                    prof = profile_stage(cache, bundle, organ, recipe, backend, tuple(holdout) if holdout else None)
-                    candidates.append(_candidate(organ, name, widths, ratio, precision, backend, student, prof,
-                                                 bundle, chain))
-                    masks[name] = str(prof.dir / "mask.npz")
+                    bar.set_postfix_str(f"{what} profile {precision} {backend}")
+                    prof = profile_stage(cache, bundle, organs, recipe, backend, tuple(holdout) if holdout else None)
+                    for organ in organs:
+                        by_organ[organ].append(_candidate(organ, name, widths, ratio, precision, backend, student,
+                                                          prof, bundle, chain))
+                    labels[name] = str(prof.dir / "labels.npz")
             bar.update(1)
-    return candidates, skipped, masks
+    return by_organ, skipped, labels
 
 
 def _candidate(organ: str, name: str, widths: tuple[int, ...], ratio: float, precision: str, backend: str,
@@ -180,7 +206,7 @@ def _candidate(organ: str, name: str, widths: tuple[int, ...], ratio: float, pre
     checkpoint_dice = student.record["summary"].get("dice", {}).get(organ)
     return Candidate(organ=organ, name=name, widths=tuple(widths), prune_ratio=ratio, precision=p["precision"],
                      backend=p["backend"], latency_ms=float(p["latency_ms"]), latency_label=p["latency_label"],
-                     dice=float(p["dice_heldout"]), dice_scan=float(p["dice_scan"]),
+                     dice=float(p["dice_heldout"][organ]), dice_scan=float(p["dice_scan"][organ]),
                      dice_checkpoint=None if checkpoint_dice is None else float(checkpoint_dice),
                      size_bytes=int(p["size_bytes"]), bundle=str(bundle.artifact), lineage=tuple(lineage),
                      samples_ms=tuple(p["samples_ms"]),

@@ -25,10 +25,10 @@ def teacher_digest(recipe: RecipeConfig) -> str:
     return stage_key("teacher", {"label_map": recipe.label_map}, [file_digest(p) for p in recipe.teacher_predictions])
 
 
-def distill_stage(cache: StageCache, recipe: RecipeConfig, organ: str, widths: tuple[int, ...], *,
+def distill_stage(cache: StageCache, recipe: RecipeConfig, organs: tuple[str, ...], widths: tuple[int, ...], *,
                   progress: bool) -> StageResult:
-    """Distill the teacher's `organ` labels into a student of `widths`."""
-    config = recipe.distill_config(organ, widths)
+    """Distill the teacher's labels of `organs` into one student of `widths`."""
+    config = recipe.distill_config(organs, widths)
     inputs = [file_digest(s) for s in recipe.scans] + [file_digest(p) for p in recipe.teacher_predictions]
 
     def work(tmp: Path) -> dict[str, Any]:
@@ -38,10 +38,10 @@ def distill_stage(cache: StageCache, recipe: RecipeConfig, organ: str, widths: t
                        progress=progress)
         return _student_summary(ckpt)
 
-    return cache.run("distill", config.to_json(), inputs, work, organ=organ)
+    return cache.run("distill", config.to_json(), inputs, work, organ="+".join(organs))
 
 
-def prune_stage(cache: StageCache, recipe: RecipeConfig, organ: str, parent: StageResult, ratio: float, *,
+def prune_stage(cache: StageCache, recipe: RecipeConfig, organs: tuple[str, ...], parent: StageResult, ratio: float, *,
                 progress: bool) -> StageResult:
     """Prune `ratio` of the parent's channels, then fine-tune by distillation from the parent."""
     stage_cfg = recipe.prune
@@ -60,7 +60,7 @@ def prune_stage(cache: StageCache, recipe: RecipeConfig, organ: str, parent: Sta
             (tmp / "pruned").rename(tmp / "artifact")
             return _student_summary(StudentCheckpoint.load(tmp / "artifact"))
         base = StudentCheckpoint.load(parent.artifact)
-        cfg = _finetune_config(base, recipe, organ, stage_cfg.finetune_epochs, stage_cfg.lr)
+        cfg = _finetune_config(base, recipe, organs, stage_cfg.finetune_epochs, stage_cfg.lr)
         tuned = distill(list(recipe.scans), cfg, tmp / "artifact", teacher=StudentTeacher(parent.artifact),
                         init=pruned, progress=progress)
         import shutil
@@ -68,15 +68,15 @@ def prune_stage(cache: StageCache, recipe: RecipeConfig, organ: str, parent: Sta
         shutil.rmtree(tmp / "pruned")
         return {**_student_summary(tuned), "pruning": tuned.metadata.get("pruning", pruned.metadata.get("pruning"))}
 
-    return cache.run("prune", config, inputs, work, organ=organ)
+    return cache.run("prune", config, inputs, work, organ="+".join(organs))
 
 
-def _finetune_config(base: Any, recipe: RecipeConfig, organ: str, epochs: int, lr: float) -> Any:
+def _finetune_config(base: Any, recipe: RecipeConfig, organs: tuple[str, ...], epochs: int, lr: float) -> Any:
     from edgemed.compress import config_from_dict
 
     raw = {k: None if v == "none" else v for k, v in recipe.distill.items()
            if k not in ("student", "student_kwargs", "ensemble")}
-    raw.update(organs=[organ], label_map=recipe.label_map, epochs=epochs, lr=lr, preprocess=base.preprocess)
+    raw.update(organs=list(organs), label_map=recipe.label_map, epochs=epochs, lr=lr, preprocess=base.preprocess)
     return config_from_dict(raw)
 
 
@@ -88,7 +88,7 @@ def _student_summary(ckpt: Any) -> dict[str, Any]:
             "holdout_slices": per_scan[0].get("holdout_slices"), "parameters": training.get("parameters")}
 
 
-def export_stage(cache: StageCache, student: StageResult, organ: str, recipe: RecipeConfig) -> StageResult:
+def export_stage(cache: StageCache, student: StageResult, organs: tuple[str, ...], recipe: RecipeConfig) -> StageResult:
     """Export a student to an FP32 ONNX bundle, parity-checked on the first scan."""
     config = {"opset": 17, "parity_max_slices": 8, "parity_scan": file_digest(recipe.scans[0])}
 
@@ -99,11 +99,13 @@ def export_stage(cache: StageCache, student: StageResult, organ: str, recipe: Re
                          OnnxExportConfig(parity_volumes=(recipe.scans[0],), parity_max_slices=8))
         return {"digest": bundle.manifest.digest, "parent": bundle.manifest.parent, "precision": bundle.precision}
 
-    return cache.run("export", config, [artifact_digest(student.artifact)], work, organ=organ)
+    return cache.run("export", config, [artifact_digest(student.artifact)], work, organ="+".join(organs))
 
 
-def quantize_stage(cache: StageCache, fp32: StageResult, organ: str, recipe: RecipeConfig, backend: str) -> StageResult:
-    """INT8 PTQ of an FP32 bundle for `backend` (ONNX Runtime QDQ, or NNCF for OpenVINO)."""
+def quantize_stage(cache: StageCache, fp32: StageResult, organs: tuple[str, ...], recipe: RecipeConfig,
+                   backend: str) -> StageResult:
+    """INT8 PTQ of an FP32 bundle for `backend` (ONNX Runtime QDQ, or NNCF for OpenVINO); every organ's
+    Dice must stay within `max_dice_drop`."""
     q = recipe.quantize
     config = {"backend": backend, "calibration_slices": q.calibration_slices, "max_dice_drop": q.max_dice_drop,
               "accuracy_control": q.accuracy_control}
@@ -125,12 +127,12 @@ def quantize_stage(cache: StageCache, fp32: StageResult, organ: str, recipe: Rec
                 "chosen_backend": result.chosen_backend, "reason": result.reason, "dice": result.dice,
                 "latency_ms": result.latency_ms}
 
-    return cache.run("quantize", config, inputs, work, organ=organ)
+    return cache.run("quantize", config, inputs, work, organ="+".join(organs))
 
 
-def profile_stage(cache: StageCache, bundle: StageResult, organ: str, recipe: RecipeConfig, backend: str,
+def profile_stage(cache: StageCache, bundle: StageResult, organs: tuple[str, ...], recipe: RecipeConfig, backend: str,
                   holdout: tuple[int, int] | None) -> StageResult:
-    """Time a bundle (here, or predicted on the target) and score it vs the teacher on the first scan.
+    """Time a bundle (here, or predicted on the target) and score each of its organs vs the teacher on the first scan.
 
     Latency is the whole-volume inference time (`StageTimings.inference_ms`, all batches); on the
     host each of `repeats` runs is kept (the report's histogram), on another target it is
@@ -138,7 +140,7 @@ def profile_stage(cache: StageCache, bundle: StageResult, organ: str, recipe: Re
     """
     p = recipe.profile
     config = {"backend": backend, "repeats": p.repeats, "warmup": p.warmup, "threads": p.threads,
-              "target": recipe.target, "holdout": list(holdout) if holdout else None}
+              "target": recipe.target, "holdout": list(holdout) if holdout else None, "scores": "per organ"}
     inputs = [artifact_digest(bundle.artifact), file_digest(recipe.scans[0]), file_digest(recipe.teacher_predictions[0])]
     if recipe.target != "host":  # the prediction depends on the profile's numbers, not only its id
         from edgemed.profiles import get_profile
@@ -146,13 +148,13 @@ def profile_stage(cache: StageCache, bundle: StageResult, organ: str, recipe: Re
         config["target_profile"] = repr(get_profile(recipe.target))
 
     def work(tmp: Path) -> dict[str, Any]:
-        return _profile(bundle.artifact, recipe, backend, holdout, organ, tmp)
+        return _profile(bundle.artifact, recipe, backend, holdout, tmp)
 
-    return cache.run("profile", config, inputs, work, organ=organ)
+    return cache.run("profile", config, inputs, work, organ="+".join(organs))
 
 
 def _profile(path: Path, recipe: RecipeConfig, backend: str, holdout: tuple[int, int] | None,
-             organ: str, tmp: Path) -> dict[str, Any]:
+             tmp: Path) -> dict[str, Any]:
     from edgemed import runtime
     from edgemed.io import read_labels, read_volume
     from edgemed.metrics import dice
@@ -165,7 +167,7 @@ def _profile(path: Path, recipe: RecipeConfig, backend: str, holdout: tuple[int,
     samples: list[float] = []
     totals: list[float] = []
     with runtime.load(path, backend=backend, threads=p.threads) as seg:
-        label_id = next(o.label_id for o in seg.organs if o.name == organ)
+        label_ids = {o.name: o.label_id for o in seg.organs}
         for i in range((p.warmup if host else 0) + repeats):
             mask = seg.segment(volume)
             if i >= (p.warmup if host else 0):
@@ -174,12 +176,15 @@ def _profile(path: Path, recipe: RecipeConfig, backend: str, holdout: tuple[int,
         used_backend = seg.backend
         precision = seg.bundle.precision
         size_bytes = seg.bundle.model_path.stat().st_size
-    pred, ref = mask.array == label_id, teacher == label_id
     block = slice(holdout[0], holdout[1] + 1) if holdout else slice(None)
+    heldout, scan = {}, {}
+    for name, label_id in label_ids.items():
+        pred, ref = mask.array == label_id, teacher == label_id
+        heldout[name] = round(float(dice(pred[:, :, block], ref[:, :, block])), 4)
+        scan[name] = round(float(dice(pred, ref)), 4)
     out: dict[str, Any] = {
         "backend": used_backend, "precision": precision, "size_bytes": size_bytes,
-        "dice_heldout": round(float(dice(pred[:, :, block], ref[:, :, block])), 4),
-        "dice_scan": round(float(dice(pred, ref)), 4),
+        "dice_heldout": heldout, "dice_scan": scan,
         "samples_ms": [round(s, 3) for s in samples], "total_ms_median": round(statistics.median(totals), 3),
         "slices": int(volume.shape[2]),
     }
@@ -191,5 +196,5 @@ def _profile(path: Path, recipe: RecipeConfig, backend: str, holdout: tuple[int,
         pred_ms = predict_bundle(path, volume, get_profile(recipe.target))
         out.update(latency_ms=float(pred_ms["volume_inference_ms"]), latency_label="predicted", target=recipe.target,
                    prediction=pred_ms)
-    np.savez_compressed(tmp / "mask.npz", mask=pred)  # for the report's overlay
+    np.savez_compressed(tmp / "labels.npz", labels=mask.array)  # for the report's overlays
     return out
