@@ -51,6 +51,9 @@ def test_tiny_recipe_is_valid(phantom_data: Path, tmp_path: Path) -> None:
     ({"search": {"precisions": ["fp16"]}}, "use some of fp32, int8"),
     ({"teacher_predictions": []}, "1 scans but 0 teacher_predictions"),
     ({"min_dice": 1.5}, "min_dice=1.5 must be in"),
+    ({"joint": "yes"}, "joint='yes' must be true or false"),
+    ({"organs": ["liver", "liver"]}, "names an organ twice"),
+    ({"distill": {"augment": {"context_flat": 2}}}, "augment.context_flat=2 must be in [0, 1]"),
 ])
 def test_recipe_errors_say_what_to_fix(raw: dict, message: str) -> None:
     base = {"organs": ["liver"], "scans": ["ct.nii.gz"], "teacher_predictions": ["seg.nii.gz"]}
