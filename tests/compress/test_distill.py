@@ -150,15 +150,22 @@ def test_heldout_scans_rule() -> None:
     assert heldout_scans(5, 0.0) == []
 
 
-def test_context_truncation_repeats_the_last_neighbour_kept(phantom_files: tuple[list[Path], list[Path]]) -> None:
-    from edgemed.compress._slices import make_batch, scan_slices
+def _liver_slices(phantom_files: tuple[list[Path], list[Path]]):  # type: ignore[no-untyped-def]
+    """The first phantom's prepared slices (liver vs rest), 3 neighbours each side."""
+    from edgemed.compress._slices import scan_slices
     from edgemed.io import read_labels, read_volume
 
     scans, segs = phantom_files
     vol = read_volume(scans[0])
     mask = (read_labels(segs[0], like=vol).array == 5).astype(np.uint8)
     spec = PreprocessSpec(spacing_mm=(8.0, 8.0), context_slices=3, context_spacing_mm=None, pad_multiple=4)
-    sc = scan_slices("ct0", vol, np.stack([1.0 - mask, mask]), mask, spec, 0.2)
+    return scan_slices("ct0", vol, np.stack([1.0 - mask, mask]), mask, spec, 0.2)
+
+
+def test_context_truncation_repeats_the_last_neighbour_kept(phantom_files: tuple[list[Path], list[Path]]) -> None:
+    from edgemed.compress._slices import make_batch
+
+    sc = _liver_slices(phantom_files)
     picks = [(0, 12)] * 64
     full, _, _ = make_batch([sc], picks, 3, 2)
     cut, _, _ = make_batch([sc], picks, 3, 2, rng=np.random.default_rng(0), truncate_prob=1.0)
@@ -178,14 +185,9 @@ def test_context_truncation_repeats_the_last_neighbour_kept(phantom_files: tuple
 
 
 def test_flat_context_repeats_the_slice_itself_in_every_channel(phantom_files: tuple[list[Path], list[Path]]) -> None:
-    from edgemed.compress._slices import make_batch, scan_slices
-    from edgemed.io import read_labels, read_volume
+    from edgemed.compress._slices import make_batch
 
-    scans, segs = phantom_files
-    vol = read_volume(scans[0])
-    mask = (read_labels(segs[0], like=vol).array == 5).astype(np.uint8)
-    spec = PreprocessSpec(spacing_mm=(8.0, 8.0), context_slices=3, context_spacing_mm=None, pad_multiple=4)
-    sc = scan_slices("ct0", vol, np.stack([1.0 - mask, mask]), mask, spec, 0.2)
+    sc = _liver_slices(phantom_files)
     picks = [(0, 12)] * 400
     full, _, _ = make_batch([sc], picks, 3, 2)
     assert not np.array_equal(full[0, 0], full[0, 3])  # the phantom's neighbours differ from the slice
