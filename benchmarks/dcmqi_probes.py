@@ -9,7 +9,11 @@
    Scored on dcmqi and on the training scan (held-out block and whole scan, vs the teacher): does
    filling in liver-like tissue help on the new patient without hurting on the old one?
 
-    .venv/bin/python benchmarks/dcmqi_probes.py [BUNDLE ...]
+    .venv/bin/python benchmarks/dcmqi_probes.py [BUNDLE ...] [--joint-bundle DIR]
+
+`--joint-bundle` also scores probe 2 per organ, on the training scan, for a multi-organ bundle
+(e.g. the unpruned FP32 export of benchmarks/recipes/totalseg_4organs_joint.toml), growing each
+organ only into voxels no organ claimed.
 
 Default bundles: the default-recipe students of seeds 0-4 (benchmarks/cross_scan.py --tag final).
 Writes benchmarks/results/dcmqi_probes.json.
@@ -32,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("EDGEMED_DATA", ROOT.parent / "shared" / "data"))
 LIVER = 5
 HOLDOUT = slice(86, 95)  # the liver students' held-out block on example_ct
+JOINT_HOLDOUT = [84, 92]  # a 4-organ joint student's held-out block (its checkpoint's validation record)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -77,10 +82,33 @@ def grow(mask: np.ndarray, hu: np.ndarray, spacing: tuple[float, ...], *, k: flo
     return out
 
 
+def _per_organ(bundle: Path, ct: "object") -> dict[str, object]:
+    """Probe 2 on the training scan for every organ of a multi-organ bundle (its held-out block)."""
+    from edgemed import runtime
+    from edgemed.io import read_labels
+
+    teacher = read_labels(DATA / "totalseg" / "example_seg_fast_force_split.nii.gz", like=ct).array  # type: ignore[arg-type]
+    block = JOINT_HOLDOUT
+    held = slice(block[0], block[1] + 1)
+    with runtime.load(bundle, backend="ort") as seg:
+        labels = seg.segment(ct).array  # type: ignore[arg-type]
+        organs = [(o.name, o.label_id) for o in seg.organs]
+    out: dict[str, object] = {"bundle": str(bundle), "holdout_slices": block}
+    for name, label in organs:
+        mask, ref = labels == label, teacher == label
+        row = {"none": {"heldout": dice(mask[:, :, held], ref[:, :, held]), "scan": dice(mask, ref)}}
+        for k in (1.5, 2.0):
+            grown = grow(mask, ct.array, ct.spacing_mm, k=k) & ((labels == 0) | mask)  # type: ignore[attr-defined]
+            row[f"k={k}"] = {"heldout": dice(grown[:, :, held], ref[:, :, held]), "scan": dice(grown, ref)}
+        out[name] = row
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundles", nargs="*", type=Path,
                         default=[ROOT / "runs" / "cross_scan" / f"final_s{s}" / "bundle" for s in range(5)])
+    parser.add_argument("--joint-bundle", type=Path, default=None)
     args = parser.parse_args()
     from edgemed import runtime
     from edgemed.io import read_labels, read_volume
@@ -120,8 +148,10 @@ def main() -> int:
         row["region_growing"] = growth
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
+    report: dict[str, object] = {"benchmark": "dcmqi_probes", "what": __doc__.split("\n\n")[1:3], "runs": rows}
+    if args.joint_bundle is not None:
+        report["joint_bundle"] = _per_organ(args.joint_bundle, ct)
     out = ROOT / "benchmarks" / "results" / "dcmqi_probes.json"
-    report = {"benchmark": "dcmqi_probes", "what": __doc__.split("\n\n")[1:3], "runs": rows}
     with atomic_file(out) as tmp:
         tmp.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out}")
