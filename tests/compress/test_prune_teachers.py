@@ -33,6 +33,27 @@ def test_every_zoo_student_prunes_and_runs(arch: str) -> None:
     assert net(x).shape == (1, 3, 64, 64)
 
 
+@pytest.mark.parametrize(("arch", "feeders"), [("unet2d", 1), ("res_unet2d", 2)])
+def test_layers_feeding_the_head_keep_their_channels_unless_asked(arch: str, feeders: int) -> None:
+    from edgemed.compress._prune import head_inputs, output_head
+    from edgemed.models import StudentSpec, create_student
+
+    x = torch.randn(1, 3, 64, 64)
+    kept = create_student(StudentSpec(arch=arch, in_channels=3, num_classes=3))
+    head = output_head(kept)
+    import torch_pruning as tp
+
+    found = head_inputs(tp, kept.eval(), x, head)
+    assert len(found) == feeders  # res_unet2d: the residual sum has two producers
+    widths = [m.out_channels for m in found]
+    prune_module_(kept, x, PruneConfig(ratio=0.5))
+    assert head.in_channels == 16 and [m.out_channels for m in found] == widths
+    cut = create_student(StudentSpec(arch=arch, in_channels=3, num_classes=3))
+    prune_module_(cut, x, PruneConfig(ratio=0.5, keep_head_inputs=False))
+    assert output_head(cut).in_channels == 8
+    assert kept(x).shape == cut(x).shape == (1, 3, 64, 64)
+
+
 def test_monai_unet_with_concatenated_skips_prunes_and_runs() -> None:
     # torch-pruning 1.6 alone crashes here (update_concat_index_mapping: int + NoneType).
     nets = pytest.importorskip("monai.networks.nets")

@@ -26,14 +26,16 @@ __all__ = ["prune"]
 @click.option("--importance", type=click.Choice(["magnitude", "bn_scale", "taylor"]), default="magnitude",
               show_default=True)
 @click.option("--steps", type=int, default=1, show_default=True, help="Iterative pruning steps.")
+@click.option("--keep-head-inputs/--prune-head-inputs", default=True, show_default=True,
+              help="Leave the layer feeding the output head whole (pruning it can lose an organ for good).")
 @click.option("--finetune-scans", cls=MultiValueOption,
               help="Unlabeled scans: fine-tune the pruned student by distillation from the unpruned one.")
 @click.option("--epochs", type=int, default=30, show_default=True, help="Fine-tune epochs.")
 @click.option("--lr", type=float, default=3e-3, show_default=True,
               help="Fine-tune learning rate (a pruned student may start at Dice 0; 1e-3 can be too low to recover).")
 def prune(student: Path, out: Path, ratio: float | None, target_macs: float | None, target_latency_ms: float | None,
-          latency_size: int, max_ratio: float, importance: str, steps: int, finetune_scans: tuple[str, ...],
-          epochs: int, lr: float) -> None:
+          latency_size: int, max_ratio: float, importance: str, steps: int, keep_head_inputs: bool,
+          finetune_scans: tuple[str, ...], epochs: int, lr: float) -> None:
     """Remove channels from a student (torch-pruning, DepGraph); fine-tune it from the unpruned one.
 
     \b
@@ -48,7 +50,8 @@ def prune(student: Path, out: Path, ratio: float | None, target_macs: float | No
     from edgemed.models.teachers import StudentTeacher
 
     config = PruneConfig(ratio=ratio, target_macs=target_macs, target_latency_ms=target_latency_ms,
-                         latency_size=latency_size, max_ratio=max_ratio, importance=importance, iterative_steps=steps)
+                         latency_size=latency_size, max_ratio=max_ratio, importance=importance, iterative_steps=steps,
+                         keep_head_inputs=keep_head_inputs)
     parent = StudentCheckpoint.load(student)
     if not finetune_scans:
         pruned = run_prune(parent, config, out, progress=True)

@@ -20,8 +20,8 @@ from edgemed._deps import require
 from edgemed.artifacts import STUDENT_KIND, StudentCheckpoint, write_artifact
 from edgemed.errors import ConfigError
 
-__all__ = ["PruneConfig", "PruneResult", "attention_modules", "concat_sizes_from_tensors", "no_inplace_ops",
-           "output_head", "prune", "prune_module_"]
+__all__ = ["PruneConfig", "PruneResult", "attention_modules", "concat_sizes_from_tensors", "head_inputs",
+           "no_inplace_ops", "output_head", "prune", "prune_module_"]
 
 _IMPORTANCE = ("magnitude", "bn_scale", "taylor")
 
@@ -48,6 +48,10 @@ class PruneConfig:
             with a target, the number of steps up to the largest ratio (`max_ratio`).
         max_ratio: With a target, the largest channel share that may be removed.
         round_to: Keep channel counts multiples of this (SIMD / tensor-core friendly).
+        keep_head_inputs: Leave the layers that feed the output head unpruned. The last decoder
+            layer is the narrowest one (16 channels for up to a handful of classes in the zoo's
+            U-Nets); pruning it took a joint 4-organ student's spleen to Dice 0 for good, where
+            keeping it let a 30 %-pruned student recover 0.96 (README "Pruning").
     """
 
     ratio: float | None = None
@@ -58,6 +62,7 @@ class PruneConfig:
     iterative_steps: int = 1
     max_ratio: float = 0.9
     round_to: int = 4
+    keep_head_inputs: bool = True
 
     def __post_init__(self) -> None:
         given = [n for n in ("ratio", "target_macs", "target_latency_ms") if getattr(self, n) is not None]
@@ -200,7 +205,8 @@ def prune_module_(net: Any, example: Any, config: PruneConfig, *, ignored_layers
     from edgemed.compress._progress import progress_bar
 
     net.eval()
-    ignored = [output_head(net), *attention_modules(net), *ignored_layers]
+    head = output_head(net)
+    ignored = [head, *attention_modules(net), *ignored_layers]
     importance = {
         "magnitude": lambda: tp.importance.MagnitudeImportance(p=2),
         "bn_scale": lambda: tp.importance.BNScaleImportance(),
@@ -217,6 +223,8 @@ def prune_module_(net: Any, example: Any, config: PruneConfig, *, ignored_layers
         warnings.filterwarnings("ignore", message=".*unwrapped parameters.*")
         warnings.filterwarnings("ignore", message=".*last non-singleton dimension.*")
         warnings.filterwarnings("ignore", message=".*does not match num_features.*")  # fixed below
+        if config.keep_head_inputs:
+            ignored += head_inputs(tp, net, example, head)
         pruner = tp.pruner.MetaPruner(net, example, importance=importance, pruning_ratio=ratio,
                                       iterative_steps=steps, ignored_layers=ignored, round_to=config.round_to)
         done, latency, macs = 0, base_latency, base_macs
@@ -255,6 +263,21 @@ def prune_module_(net: Any, example: Any, config: PruneConfig, *, ignored_layers
     return PruneResult(macs=(int(base_macs), int(macs)), parameters=(int(base_params), int(params)),
                        ratio=round(ratio * done / steps, 4), steps=done,
                        latency_ms=None if measure is None else (round(base_latency, 3), round(latency, 3)))
+
+
+def head_inputs(tp: Any, net: Any, example: Any, head: Any) -> list[Any]:
+    """The layers whose output channels are `head`'s input channels (found by the dependency graph,
+    so a residual sum or a concatenation in front of the head is followed)."""
+    torch = require("torch")
+    graph = tp.DependencyGraph().build_dependency(net, example_inputs=example)
+    group = graph.get_pruning_group(head, tp.prune_conv_in_channels, idxs=[0])
+    layers = (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d, torch.nn.Linear)
+    found: list[Any] = []
+    for item in group:
+        module = item.dep.target.module
+        if module is not head and isinstance(module, layers) and all(module is not f for f in found):
+            found.append(module)
+    return found
 
 
 def _sync_stateless_norms(torch: Any, net: Any, example: Any) -> None:

@@ -59,6 +59,7 @@ class PruneStageConfig:
         importance: "magnitude", "bn_scale" or "taylor".
         finetune_epochs: Fine-tune epochs (0: no fine-tune).
         lr: Fine-tune learning rate.
+        keep_head_inputs: Leave the layers feeding the output head whole (`PruneConfig`).
     """
 
     importance: str = "magnitude"
@@ -66,6 +67,7 @@ class PruneStageConfig:
     # 3e-3, not 1e-3: a 30 %-pruned full-width liver student outputs nothing before fine-tuning, and
     # at 1e-3 it stayed at Dice 0 for 15 epochs; at 3e-3 it recovered the parent's Dice by epoch 8.
     lr: float = 3e-3
+    keep_head_inputs: bool = True
 
     def __post_init__(self) -> None:
         if self.finetune_epochs < 0:

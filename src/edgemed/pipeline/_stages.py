@@ -46,7 +46,7 @@ def prune_stage(cache: StageCache, recipe: RecipeConfig, organs: tuple[str, ...]
     """Prune `ratio` of the parent's channels, then fine-tune by distillation from the parent."""
     stage_cfg = recipe.prune
     config = {"ratio": ratio, "importance": stage_cfg.importance, "finetune_epochs": stage_cfg.finetune_epochs,
-              "lr": stage_cfg.lr, "distill": recipe.distill}
+              "lr": stage_cfg.lr, "keep_head_inputs": stage_cfg.keep_head_inputs, "distill": recipe.distill}
     inputs = [artifact_digest(parent.artifact)] + [file_digest(s) for s in recipe.scans]
 
     def work(tmp: Path) -> dict[str, Any]:
@@ -54,8 +54,9 @@ def prune_stage(cache: StageCache, recipe: RecipeConfig, organs: tuple[str, ...]
         from edgemed.compress import PruneConfig, distill, prune
         from edgemed.models.teachers import StudentTeacher
 
-        pruned = prune(parent.artifact, PruneConfig(ratio=ratio, importance=stage_cfg.importance), tmp / "pruned",
-                       progress=progress)
+        pruned = prune(parent.artifact, PruneConfig(ratio=ratio, importance=stage_cfg.importance,
+                                                    keep_head_inputs=stage_cfg.keep_head_inputs),
+                       tmp / "pruned", progress=progress)
         if stage_cfg.finetune_epochs == 0:
             (tmp / "pruned").rename(tmp / "artifact")
             return _student_summary(StudentCheckpoint.load(tmp / "artifact"))
