@@ -45,3 +45,13 @@ def test_no_qualifying_model_names_the_best_achievable() -> None:
         choose(CANDIDATES, latency_budget_ms=5, min_dice=0.99)
     with pytest.raises(BudgetError, match="no candidate was built"):
         choose([], latency_budget_ms=None, min_dice=0.0)
+
+
+def test_int8_is_judged_on_held_out_slices_organ_by_organ() -> None:
+    from edgemed.pipeline._run import int8_over_budget
+
+    fp32 = {"liver": 0.916, "spleen": 0.961}
+    assert int8_over_budget(fp32, {"liver": 0.914, "spleen": 0.962}, 0.01) is None  # a gain is no loss
+    assert int8_over_budget(fp32, {"liver": 0.906, "spleen": 0.961}, 0.01) is None  # exactly the budget
+    reason = int8_over_budget(fp32, {"liver": 0.8905, "spleen": 0.9627}, 0.01)
+    assert reason is not None and "liver" in reason and "0.0255" in reason and "budget 0.01" in reason
