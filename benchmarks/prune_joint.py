@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _results import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "benchmarks" / "recipes" / "totalseg_4organs_joint.toml"
@@ -32,7 +32,6 @@ def main() -> int:
     parser.add_argument("--ratio", type=float, default=0.3)
     args = parser.parse_args()
 
-    from edgemed._atomic import atomic_file
     from edgemed.artifacts import StudentCheckpoint
     from edgemed.compress import PruneConfig, distill, prune
     from edgemed.io import read_labels, read_volume
@@ -72,12 +71,8 @@ def main() -> int:
         print(json.dumps(rows[-1]), file=sys.stderr)
     report = {"benchmark": "prune_joint", "parent": str(args.parent), "parent_heldout_dice": score(parent),
               "holdout_slices": block, "ratio": args.ratio, "importance": recipe.prune.importance,
-              "finetune_epochs": recipe.prune.finetune_epochs, "finetune_lr": recipe.prune.lr, "runs": rows,
-              "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}}
-    out = ROOT / "benchmarks" / "results" / "prune_joint.json"
-    with atomic_file(out) as tmp_file:
-        tmp_file.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {out}")
+              "finetune_epochs": recipe.prune.finetune_epochs, "finetune_lr": recipe.prune.lr, "runs": rows}
+    print(f"wrote {write_result('prune_joint', report)}")
     return 0
 
 
