@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from _results import write_result
+from _results import RESULTS, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("EDGEMED_DATA", ROOT.parent / "shared" / "data"))
@@ -159,7 +159,7 @@ def main() -> int:
     report: dict[str, object] = {"benchmark": "dcmqi_probes", "what": __doc__.split("\n\n")[1:3], "runs": rows}
     if args.joint_bundle is not None:
         report["joint_bundle"] = _per_organ(args.joint_bundle, ct)
-    print(f"wrote {write_result('dcmqi_probes', report)}")
+    print(f"wrote {write_result(RESULTS / 'dcmqi_probes.json', report)}")
     return 0
 
 

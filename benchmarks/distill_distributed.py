@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from edgemed._atomic import atomic_file
+from _results import write_result
 from edgemed.compress import TeacherStoreConfig, precompute_teacher
 from edgemed.models.teachers import StoredPredictions
 
@@ -93,12 +92,8 @@ def main() -> int:
         "threads_per_process": 1, "backend": "gloo",
         "store_seconds": round(store_s, 1),
         "runs": runs,
-        "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                 "torch": torch.__version__},
     }
-    with atomic_file(args.out) as tmp_file:
-        tmp_file.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_result(args.out, report, torch=torch.__version__)}")
     return 0
 
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import write_result
+from _results import RESULTS, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "benchmarks" / "recipes" / "totalseg_4organs_joint.toml"
@@ -72,7 +72,7 @@ def main() -> int:
     report = {"benchmark": "prune_joint", "parent": str(args.parent), "parent_heldout_dice": score(parent),
               "holdout_slices": block, "ratio": args.ratio, "importance": recipe.prune.importance,
               "finetune_epochs": recipe.prune.finetune_epochs, "finetune_lr": recipe.prune.lr, "runs": rows}
-    print(f"wrote {write_result('prune_joint', report)}")
+    print(f"wrote {write_result(RESULTS / 'prune_joint.json', report)}")
     return 0
 
 

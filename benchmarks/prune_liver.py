@@ -77,6 +77,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--prune-head-inputs", action="store_true",
+                        help="prune the layer feeding the head too (how prune_liver*.json were measured, "
+                             "before keep_head_inputs became the default)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "prune_liver")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -87,7 +90,7 @@ def main() -> int:
 
     base = StudentCheckpoint.load(args.student)
     holdout = tuple(base.metadata["validation"]["per_scan"][0]["holdout_slices"])
-    pruned = prune(base, PruneConfig(ratio=args.ratio), args.work / "pruned")
+    pruned = prune(base, PruneConfig(ratio=args.ratio, keep_head_inputs=not args.prune_head_inputs), args.work / "pruned")
     recipe = {k: v for k, v in base.metadata["recipe"].items()}
     config = DistillConfig(organs=("liver",), preprocess=base.preprocess, epochs=args.epochs, lr=args.lr,
                            seed=int(recipe.get("seed", 0)))

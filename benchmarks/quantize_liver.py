@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from edgemed._atomic import atomic_file
+from _results import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("EDGEMED_DATA", ROOT.parent / "shared" / "data"))
@@ -90,10 +89,7 @@ def main() -> int:
     ref = json.loads((ROOT / "benchmarks" / "results" / "reference_teacher.json").read_text())
     teacher_s = ref["teacher"].get("seconds_per_volume") if isinstance(ref.get("teacher"), dict) else None
     report["reference_teacher_seconds_per_volume"] = teacher_s
-    report["host"] = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
-    with atomic_file(args.out) as tmp:
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_result(args.out, report)}")
     return 0
 
 

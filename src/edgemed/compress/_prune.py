@@ -275,7 +275,7 @@ def head_inputs(tp: Any, net: Any, example: Any, head: Any) -> list[Any]:
     found: list[Any] = []
     for item in group:
         module = item.dep.target.module
-        if module is not head and isinstance(module, layers) and all(module is not f for f in found):
+        if module is not head and isinstance(module, layers) and module not in found:
             found.append(module)
     return found
 

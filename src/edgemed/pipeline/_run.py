@@ -127,26 +127,19 @@ def _choose_group(by_organ: dict[str, list[Candidate]], recipe: RecipeConfig
                   ) -> dict[str, tuple[Candidate | None, str | None]]:
     """The model each organ ships. A joint student is one model: the fastest whose worst organ meets
     `min_dice` within the budget serves them all."""
-    if len(by_organ) == 1:
-        (organ, candidates), = by_organ.items()
-        try:
-            return {organ: (choose(candidates, latency_budget_ms=recipe.latency_budget_ms,
-                                   min_dice=recipe.min_dice), None)}
-        except BudgetError as err:
-            return {organ: (None, str(err))}
     organs = list(by_organ)
-    names = [c.name for c in by_organ[organs[0]]]
-    worst = []
-    for name in names:
-        per = [next(c for c in by_organ[o] if c.name == name) for o in organs]
-        low = min(per, key=lambda c: c.dice)
-        worst.append(replace(low, organ=" + ".join(organs), name=f"{name} (worst: {low.organ})"))
+    rows = list(zip(*by_organ.values()))  # one grid point per row; every organ's list is in grid order
+    if len(organs) == 1:
+        judged = [c for c, in rows]
+    else:
+        judged = [replace(low, organ=" + ".join(organs), name=f"{low.name} (worst: {low.organ})")
+                  for low in (min(row, key=lambda c: c.dice) for row in rows)]
     try:
-        pick = choose(worst, latency_budget_ms=recipe.latency_budget_ms, min_dice=recipe.min_dice)
+        pick = choose(judged, latency_budget_ms=recipe.latency_budget_ms, min_dice=recipe.min_dice)
     except BudgetError as err:
-        return {o: (None, f"joint student, judged by its worst organ: {err}") for o in organs}
-    name = names[worst.index(pick)]
-    return {o: (next(c for c in by_organ[o] if c.name == name), None) for o in organs}
+        error = str(err) if len(organs) == 1 else f"joint student, judged by its worst organ: {err}"
+        return {o: (None, error) for o in organs}
+    return dict(zip(organs, ((c, None) for c in rows[judged.index(pick)])))
 
 
 def _group_candidates(cache: StageCache, recipe: RecipeConfig, organs: tuple[str, ...], bar: Any, progress: bool
