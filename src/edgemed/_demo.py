@@ -46,7 +46,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), *, progress: bool = T
     from edgemed import runtime
     from edgemed.compress import DistillConfig, distill
     from edgemed.export import OnnxExportConfig, to_onnx
-    from edgemed.profiles import profile_bundle
+    from edgemed.measure import profile_bundle
     from edgemed.metrics import dice
     from edgemed.models import load_student, predict_volume
     from edgemed.models.teachers import StudentTeacher

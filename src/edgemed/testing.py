@@ -35,14 +35,14 @@ PathLike = str | os.PathLike[str]
 
 def assert_no_regression(bundle: Any, baseline: PathLike, *, scan: PathLike | None = None,
                          reference: PathLike | None = None, config: Any = None) -> Any:
-    """Run the gate (`edgemed.bench.check_bundle`); raise AssertionError with its table if anything regressed.
+    """Run the gate (`edgemed.measure.check_bundle`); raise AssertionError with its table if anything regressed.
 
     Args:
         bundle: The candidate bundle directory.
         baseline: The baseline JSON (`edgemed check ... --update-baseline` writes it).
         scan: The scan to segment (default: the built-in CT phantom).
         reference: A reference label map of `scan`, for Dice.
-        config: An `edgemed.bench.GateConfig` (default: its defaults).
+        config: An `edgemed.measure.GateConfig` (default: its defaults).
 
     Returns:
         The `GateResult` of a passing gate.
@@ -51,7 +51,7 @@ def assert_no_regression(bundle: Any, baseline: PathLike, *, scan: PathLike | No
         AssertionError: A metric regressed; the message is the table naming it and by how much.
         EdgemedError: No baseline (says to create one), an incompatible baseline, or a bad input.
     """
-    from edgemed.bench import GateConfig, check_bundle
+    from edgemed.measure import GateConfig, check_bundle
 
     result = check_bundle(bundle, baseline, scan=scan, reference=reference, config=config or GateConfig())
     if not result.passed:
@@ -60,15 +60,15 @@ def assert_no_regression(bundle: Any, baseline: PathLike, *, scan: PathLike | No
 
 
 def make_slower_bundle(bundle: Any, out: PathLike, *, width: int = 16, layers: int = 1) -> Any:
-    """`edgemed.bench.make_slower_bundle`: the same masks, more work (to test that a gate fails)."""
-    from edgemed.bench import make_slower_bundle as make
+    """`edgemed.measure.make_slower_bundle`: the same masks, more work (to test that a gate fails)."""
+    from edgemed.measure import make_slower_bundle as make
 
     return make(bundle, out, width=width, layers=layers)
 
 
 def make_biased_bundle(bundle: Any, out: PathLike, *, bias: Any) -> Any:
-    """`edgemed.bench.make_biased_bundle`: the same work, shifted masks (to test that a gate fails)."""
-    from edgemed.bench import make_biased_bundle as make
+    """`edgemed.measure.make_biased_bundle`: the same work, shifted masks (to test that a gate fails)."""
+    from edgemed.measure import make_biased_bundle as make
 
     return make(bundle, out, bias=bias)
 
@@ -90,7 +90,7 @@ def bench_segment(benchmark: Any, bundle: Any, scan: PathLike | None = None, *, 
         The label map of the last call (an `edgemed.io.Volume`).
     """
     from edgemed import runtime
-    from edgemed.bench import read_inputs
+    from edgemed.measure import read_inputs
     from edgemed.runtime._bundle import open_bundle
 
     opened = open_bundle(bundle)
@@ -125,7 +125,7 @@ class EdgemedGate:
         Returns:
             The `GateResult` (with `baseline_written` set in update mode).
         """
-        from edgemed.bench import GateConfig, check_bundle
+        from edgemed.measure import GateConfig, check_bundle
 
         cfg = config or GateConfig()
         if self.fast:

@@ -20,7 +20,7 @@ from edgemed.export import (EngineBundle, OnnxBundle, ShapeProfile, TrtBuildConf
                             write_engine_bundle)
 from edgemed.export._trt import check_build_host, engine_metadata, precision_counts, timing_cache_sha256
 from edgemed.export._trt_config import check_build_request, count_quantize_nodes
-from edgemed.profiles._targets import Accelerator, Precision, TargetProfile, get_profile
+from edgemed.profiles import Accelerator, Precision, TargetProfile, get_profile
 from edgemed.runtime import BUNDLE_KIND
 from edgemed.runtime._bundle import open_bundle
 

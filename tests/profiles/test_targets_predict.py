@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from edgemed.errors import ConfigError
-from edgemed.profiles import (BUILTIN_TARGETS, Calibration, Precision, TargetProfile, fit_calibration, get_profile,
-                              graph_cost, list_profiles, load_profiles_toml, predict_latency)
+from edgemed.measure import Calibration, fit_calibration, graph_cost, predict_latency
+from edgemed.profiles import BUILTIN_TARGETS, Precision, TargetProfile, get_profile, list_profiles, load_profiles_toml
 
 
 def test_builtin_profiles_cover_the_asked_targets_with_sources() -> None:

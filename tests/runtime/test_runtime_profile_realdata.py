@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgemed.profiles import profile_bundle
+from edgemed.measure import profile_bundle
 from edgemed.runtime import OnnxBundle
 
 

@@ -40,7 +40,7 @@ def _write_engine(bundle: OnnxBundle, out: Path, *, plan: bytes, local: dict[str
 @pytest.fixture(scope="module")
 def fake_engine(phantom_bundle: OnnxBundle, tmp_path_factory: pytest.TempPathFactory) -> EngineBundle:
     from edgemed.export import TrtBuildConfig
-    from edgemed.profiles._targets import get_profile
+    from edgemed.profiles import get_profile
 
     return _write_engine(phantom_bundle, tmp_path_factory.mktemp("fake_engine") / "liver.engine.d",
                          plan=b"not a real plan", local=ORIN_HOST, target=get_profile("jetson-orin-nx-16gb"),
@@ -121,7 +121,7 @@ def gpu_host() -> dict[str, Any]:
 def engines(gpu_host: dict[str, Any], phantom_bundle: OnnxBundle,
             tmp_path_factory: pytest.TempPathFactory) -> dict[str, EngineBundle]:
     from edgemed.export import TrtBuildConfig, build_engine
-    from edgemed.profiles._targets import Accelerator, Precision, TargetProfile
+    from edgemed.profiles import Accelerator, Precision, TargetProfile
 
     cc = tuple(gpu_host["compute_capability"])
     here = TargetProfile(id="this-gpu", name=gpu_host["gpu_name"], accelerator=Accelerator.GPU,

@@ -1,5 +1,6 @@
 """Typed artifacts at stage boundaries: directories with a manifest.json (stdlib + numpy only)."""
 
+from edgemed._atomic import atomic_dir, atomic_file
 from edgemed.artifacts._archive import extract_artifact, pack_artifact
 from edgemed.artifacts._manifest import MANIFEST, Manifest, read_manifest, sha256_file, write_artifact
 from edgemed.artifacts._signing import (
@@ -26,6 +27,8 @@ __all__ = [
     "SpecsFromMetadata",
     "StudentCheckpoint",
     "Verification",
+    "atomic_dir",
+    "atomic_file",
     "extract_artifact",
     "generate_keypair",
     "load_public_keys",

@@ -37,7 +37,7 @@ def bench(bundle: Path, scan: Path | None, reference: Path | None, backend: str,
       edgemed bench out/liver.edgemed --scan ct.nii.gz --reference seg.nii.gz
       edgemed bench out/liver.edgemed --iterations 200 --json > bench.json
     """
-    from edgemed.bench import GateConfig, measure
+    from edgemed.measure import GateConfig, measure
 
     config = GateConfig(backend=backend, threads=threads, repeats=repeats, warmup=warmup)
     m = measure(bundle, scan=scan, reference=reference, config=config)

@@ -49,7 +49,7 @@ def build(bundle: Path, target: str, precision: str, out: Path | None, workspace
     """
     from edgemed.export._trt_config import (TrtBuildConfig, check_build_request, derive_shape_profiles,
                                             shape_profiles_json)
-    from edgemed.profiles._targets import get_profile
+    from edgemed.profiles import get_profile
     from edgemed.runtime import OnnxBundle
 
     config = TrtBuildConfig(precision=precision, workspace_mib=workspace_mib, batch=batch or None,

@@ -55,7 +55,7 @@ def check(bundle: Path, baseline: Path, scan: Path | None, reference: Path | Non
       edgemed check out/liver.edgemed --baseline ci/liver.baseline.json --update-baseline   # on main
       edgemed check out/liver.edgemed --baseline ci/liver.baseline.json --junit-xml gate.xml
     """
-    from edgemed.bench import GateConfig, check_bundle, write_junit_xml
+    from edgemed.measure import GateConfig, check_bundle, write_junit_xml
 
     fields = dict(backend=backend, latency_tolerance=latency_tolerance, p99_tolerance=p99_tolerance,
                   memory_tolerance=memory_tolerance, dice_tolerance_points=dice_tolerance_points,

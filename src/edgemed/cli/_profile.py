@@ -32,7 +32,8 @@ __all__ = ["profile"]
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
               help="With --target: the precision the target will run (default: the bundle's).")
 @click.option("--calibration", type=click.Path(path_type=Path), default=None,
-              help="With --target: efficiencies fitted on measured runs (benchmarks/predict_latency.py writes them).")
+              help="With --target: efficiencies fitted on measured runs: a JSON file, or a shipped name "
+                   "(host_ort_int8, host_openvino_fp32, ...; benchmarks/suite/predict_latency.py writes them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
 def profile(bundle: Path, scan: Path, teacher_predictions: Path | None, ground_truth: Path | None, backend: str,
             repeats: int, warmup: int, threads: int | None, out: Path | None, target: str | None,
@@ -44,7 +45,7 @@ def profile(bundle: Path, scan: Path, teacher_predictions: Path | None, ground_t
       edgemed profile out/liver.edgemed --scan ct.nii.gz --teacher-predictions seg.nii.gz --out out/profile
       edgemed profile out/liver.edgemed --scan ct.nii.gz --target jetson-orin-nano-8gb --precision fp16
     """
-    from edgemed.profiles import profile_bundle
+    from edgemed.measure import profile_bundle
 
     if target is not None and target != "host":
         _predict(bundle, scan, target, precision, calibration, as_json)
@@ -85,10 +86,10 @@ def profile(bundle: Path, scan: Path, teacher_predictions: Path | None, ground_t
 
 def _predict(bundle: Path, scan: Path, target_id: str, precision: str | None, calibration: Path | None,
              as_json: bool) -> None:
-    from edgemed.profiles import get_profile, load_calibration, predict_bundle
+    from edgemed.measure import get_target, load_calibration, predict_bundle
 
-    target = get_profile(target_id)
-    cal = load_calibration(calibration) if calibration is not None else None
+    target = get_target(target_id)
+    cal = load_calibration(str(calibration)) if calibration is not None else None
     result = predict_bundle(bundle, scan, target, calibration=cal, precision=precision)
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -25,14 +25,15 @@ def profiles(user_file: Path | None, host: bool, show_id: str | None, as_json: b
       edgemed profiles --show jetson-orin-nano-8gb
       edgemed profiles --host --file my_targets.toml
     """
-    from edgemed.profiles import get_profile, list_profiles
+    from edgemed.measure import get_target
+    from edgemed.profiles import list_profiles
 
     if show_id is not None:
-        click.echo(json.dumps(get_profile(show_id, user_file).to_json(), indent=2))
+        click.echo(json.dumps(get_target(show_id, user_file).to_json(), indent=2))
         return
     items = list_profiles(user_file)
     if host:
-        items.append(get_profile("host"))
+        items.append(get_target("host"))
     if as_json:
         click.echo(json.dumps([p.to_json() for p in items], indent=2))
         return

@@ -317,7 +317,7 @@ def _latency_probe(torch: Any, example: Any, config: PruneConfig) -> Callable[[A
 
     import numpy as np
 
-    from edgemed.profiles import time_interleaved
+    from edgemed.measure import time_interleaved
     from edgemed.runtime.backends import open_session
 
     x = torch.rand(1, example.shape[1], config.latency_size, config.latency_size)

@@ -23,7 +23,7 @@ from edgemed.artifacts import write_artifact
 from edgemed.errors import ArtifactError, BackendError, CompatibilityError, EdgemedWarning
 from edgemed.export._trt_config import (ShapeProfile, TrtBuildConfig, check_build_request, derive_shape_profiles,
                                         shape_profiles_json)
-from edgemed.profiles._targets import Precision, TargetProfile
+from edgemed.profiles import Precision, TargetProfile
 from edgemed.runtime._bundle import ENGINE_FILE, ENGINE_KIND, ENGINE_SCHEMA, EngineBundle, OnnxBundle
 from edgemed.runtime.backends.trt import (check_engine_compatible, import_cudart, import_tensorrt, local_gpu_facts,
                                           trt_logger, version_tuple)
@@ -253,7 +253,7 @@ def build_engine(onnx_bundle: OnnxBundle | str | os.PathLike[str], target: Targe
     """
     bundle = onnx_bundle if isinstance(onnx_bundle, OnnxBundle) else OnnxBundle.load(onnx_bundle)
     if isinstance(target, str):
-        from edgemed.profiles._targets import get_profile
+        from edgemed.profiles import get_profile
 
         target = get_profile(target)
     check_build_request(bundle, target, config)

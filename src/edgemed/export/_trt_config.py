@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from edgemed.errors import ArtifactError, ConfigError
-from edgemed.profiles._targets import Accelerator, Precision, TargetProfile
+from edgemed.profiles import Accelerator, Precision, TargetProfile
 from edgemed.runtime._bundle import OnnxBundle
 from edgemed.runtime.backends.trt import version_tuple
 

@@ -188,7 +188,7 @@ def _stages(result: "RunResult") -> str:
 
 def _overlays(result: "RunResult", recipe: "RecipeConfig") -> str:
     from edgemed.io import load_label_map, read_labels, read_volume
-    from edgemed.profiles._overlay import draw_overlay
+    from edgemed.measure import draw_overlay
 
     volume = read_volume(recipe.scans[0])
     teacher = read_labels(recipe.teacher_predictions[0], like=volume).array

@@ -192,7 +192,8 @@ def _profile(path: Path, recipe: RecipeConfig, backend: str, holdout: tuple[int,
     if host:
         out.update(latency_ms=round(statistics.median(samples), 3), latency_label="measured", target="host")
     else:
-        from edgemed.profiles import get_profile, predict_bundle
+        from edgemed.measure import predict_bundle
+        from edgemed.profiles import get_profile
 
         pred_ms = predict_bundle(path, volume, get_profile(recipe.target))
         out.update(latency_ms=float(pred_ms["volume_inference_ms"]), latency_label="predicted", target=recipe.target,

@@ -274,15 +274,16 @@ def list_profiles(user_file: str | os.PathLike[str] | None = None) -> list[Targe
 
 
 def get_profile(profile_id: str, user_file: str | os.PathLike[str] | None = None) -> TargetProfile:
-    """The profile called `profile_id` ("host" detects and measures this machine).
+    """The stored profile called `profile_id` (built-in or from `user_file`/`EDGEMED_PROFILES`).
+
+    This machine ("host") is measured, not stored: `edgemed.measure.get_target("host")`.
 
     Raises:
-        ConfigError: Unknown id (with the closest known ids).
+        ConfigError: Unknown id (with the closest known ids), or "host".
     """
     if profile_id == "host":
-        from edgemed.profiles._host import host_profile
-
-        return host_profile()
+        raise ConfigError("'host' is measured, not stored: use edgemed.measure.get_target('host') "
+                          "(the CLI's --target host does this).")
     known = {p.id: p for p in list_profiles(user_file)}
     if profile_id in known:
         return known[profile_id]

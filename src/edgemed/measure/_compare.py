@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from edgemed.bench._config import GateConfig
-from edgemed.bench._stats import RatioEstimate, bootstrap_ratio
-from edgemed.bench._types import BundleIdentity, Measurement
+from edgemed.measure._gate_config import GateConfig
+from edgemed.measure._stats import RatioEstimate, bootstrap_ratio
+from edgemed.measure._gate_types import BundleIdentity, Measurement
 from edgemed.errors import CompatibilityError
 
 __all__ = ["GateResult", "MetricCheck", "check_compatible", "compare"]

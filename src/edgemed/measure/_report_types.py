@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.errors import ConfigError
-from edgemed.profiles._measure import Percentiles
+from edgemed.measure._timing import Percentiles
 
 __all__ = ["STAGES", "BatchLatency", "ModelFacts", "OrganAccuracy", "ProfileConfig", "ProfileReport"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from edgemed.profiles._types import ProfileReport
+from edgemed.measure._report_types import ProfileReport
 
 __all__ = ["render_markdown"]
 

@@ -27,7 +27,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny phantom liver bundle, its scan and labels, a baseline of it and a Dice-degraded copy (seconds)."""
     from _phantom_pairs import tiny_liver_bundle
 
-    from edgemed.bench import make_biased_bundle
+    from edgemed.measure import make_biased_bundle
     from edgemed.cli._check import check
 
     root = tmp_path_factory.mktemp("gate")
@@ -97,7 +97,7 @@ def test_missing_and_mismatched_baselines_are_refused_clearly(tiny: dict[str, Pa
 
 
 def test_slower_variant_keeps_masks_and_biased_variant_moves_them(tiny: dict[str, Path]) -> None:
-    from edgemed.bench import make_slower_bundle
+    from edgemed.measure import make_slower_bundle
     from edgemed.io import read_volume
     from edgemed.runtime import load
 
@@ -140,7 +140,7 @@ def test_gate_runs_without_torch(tiny: dict[str, Path]) -> None:
 
 def test_pytest_plugin_fixture_updates_then_gates(tiny: dict[str, Path], tmp_path: Path) -> None:
     (tmp_path / "test_model.py").write_text(
-        "from edgemed.bench import GateConfig\n"
+        "from edgemed.measure import GateConfig\n"
         "def test_same(edgemed_gate):  # +50 %: a unit test must never flake on timing\n"
         f"    edgemed_gate({str(tiny['bundle'])!r}, 'base.json', scan={str(tiny['scan'])!r},\n"
         "                 config=GateConfig(latency_tolerance=0.5))\n"

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgemed._atomic import atomic_file
-from edgemed.bench._compare import GateResult
+from edgemed.measure._compare import GateResult
 
 __all__ = ["junit_xml", "write_junit_xml"]
 

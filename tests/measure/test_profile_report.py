@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from edgemed.errors import ArtifactError, ConfigError, InputError
 from edgemed.io import write_nifti
 from edgemed.phantom import PhantomConfig, make_phantom
-from edgemed.profiles import count_flops, count_parameters, profile_bundle
+from edgemed.measure import count_flops, count_parameters, profile_bundle
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -119,7 +119,7 @@ def test_cli_profile_errors_are_edgemed_errors(tiny: tuple[Path, Path, Path], tm
 
 def test_profiles_import_without_torch_or_heavy_libraries() -> None:
     result = run_without_torch(
-        "import edgemed.profiles\n"
+        "import edgemed.profiles, edgemed.measure\n"
         "heavy = [m for m in ('torch', 'matplotlib', 'onnx', 'scipy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -128,7 +128,7 @@ def test_profiles_import_without_torch_or_heavy_libraries() -> None:
 
 @pytest.mark.parametrize("backend", ["ort", "openvino"])
 def test_conv_peak_probe_runs_int8_and_fp32(backend: str) -> None:
-    from edgemed.profiles import peak_conv_gops
+    from edgemed.measure import peak_conv_gops
 
     pytest.importorskip("openvino" if backend == "openvino" else "onnxruntime")
     for precision in ("int8", "fp32"):
@@ -140,7 +140,7 @@ def test_conv_peak_probe_runs_int8_and_fp32(backend: str) -> None:
 
 def test_cli_profile_predicts_for_a_target_not_at_hand(tiny: tuple[Path, Path, Path], tmp_path: Path) -> None:
     from edgemed.cli._profile import profile
-    from edgemed.profiles import Calibration
+    from edgemed.measure import Calibration
 
     bundle, scan, _ = tiny
     res = CliRunner().invoke(profile, [str(bundle), "--scan", str(scan), "--target", "jetson-orin-nano-8gb",

@@ -7,11 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edgemed.bench._baseline import load_baseline, save_baseline
-from edgemed.bench._compare import GateResult, check_compatible, compare
-from edgemed.bench._config import GateConfig
-from edgemed.bench._measure import measure, read_inputs
-from edgemed.bench._types import BundleIdentity
+from edgemed.measure._baseline import load_baseline, save_baseline
+from edgemed.measure._compare import GateResult, check_compatible, compare
+from edgemed.measure._gate_config import GateConfig
+from edgemed.measure._gate_measure import measure, read_inputs
+from edgemed.measure._gate_types import BundleIdentity
 from edgemed.errors import CompatibilityError
 
 __all__ = ["check_bundle"]
@@ -51,7 +51,7 @@ def check_bundle(bundle: Any, baseline: PathLike, *, scan: PathLike | None = Non
         ...                       reference="seg.nii.gz")
         >>> print(result.table()); assert result.passed
     """
-    from edgemed.runtime._bundle import OnnxBundle, open_bundle
+    from edgemed.runtime import OnnxBundle, open_bundle
 
     path = Path(baseline)
     opened = open_bundle(bundle.path if isinstance(bundle, OnnxBundle) else bundle)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgemed.bench import (BundleIdentity, GateConfig, Measurement, ScanIdentity, WorkloadSpec, bootstrap_ratio,
+from edgemed.measure import (BundleIdentity, GateConfig, Measurement, ScanIdentity, WorkloadSpec, bootstrap_ratio,
                            check_compatible, compare, junit_xml, load_baseline, normalise, save_baseline)
 from edgemed.errors import ArtifactError, CompatibilityError, ConfigError, InputError
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from edgemed._atomic import atomic_file
-from edgemed.bench._types import BundleIdentity, Measurement, ScanIdentity
-from edgemed.bench._workload import WorkloadSpec
+from edgemed.measure._gate_types import BundleIdentity, Measurement, ScanIdentity
+from edgemed.measure._workload import WorkloadSpec
 from edgemed.errors import ArtifactError, InputError
 
 __all__ = ["BASELINE_KIND", "BASELINE_SCHEMA", "decode_mask", "encode_mask", "load_baseline", "save_baseline"]

@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from edgemed.errors import ConfigError
-from edgemed.profiles._flops import COUNTED_OPS, _infer, _node_macs
-from edgemed.profiles._targets import Precision, TargetProfile
+from edgemed.measure._flops import COUNTED_OPS, _infer, _node_macs
+from edgemed.profiles import Precision, TargetProfile
 
 __all__ = ["DEFAULT_CALIBRATIONS", "Calibration", "GraphCost", "LatencyPrediction", "fit_calibration", "graph_cost",
-           "load_calibration", "predict_bundle", "predict_latency"]
+           "load_calibration", "shipped_calibrations", "CALIBRATIONS_DIR", "predict_bundle", "predict_latency"]
 
 #: Nodes the backends fold away or that move no data (quantize/dequantize pairs fuse into INT8 kernels).
 _FREE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Identity", "Constant", "Shape", "Reshape", "Squeeze",
@@ -269,12 +269,30 @@ def fit_calibration(runs: Sequence[tuple[str, GraphCost, float]], target: Target
                        fitted_on=fitted, note=f"fitted on {len(runs)} run(s) measured on {target.id}")
 
 
+#: Calibrations shipped with edgemed: fitted on measured runs of the zoo on the x86-64 CPU that
+#: benchmarks/suite/predict_latency.py ran on (package data, one file per backend and precision).
+CALIBRATIONS_DIR = Path(__file__).resolve().parent / "calibrations"
+
+
+def shipped_calibrations() -> tuple[str, ...]:
+    """Names of the calibrations shipped with edgemed, e.g. "host_ort_int8" (`load_calibration` takes them)."""
+    return tuple(sorted(p.stem.removeprefix("calibration_") for p in CALIBRATIONS_DIR.glob("calibration_*.json")))
+
+
 def load_calibration(path: str | os.PathLike[str]) -> Calibration:
-    """Read a calibration written by `Calibration.to_json` (e.g. by benchmarks/predict_latency.py)."""
+    """Read a calibration written by `Calibration.to_json`: a file, or a shipped name ("host_ort_int8").
+
+    Raises:
+        ConfigError: Neither a readable calibration file nor a shipped name.
+    """
+    shipped = CALIBRATIONS_DIR / f"calibration_{path}.json"
+    if not Path(path).exists() and isinstance(path, str) and path in shipped_calibrations():
+        path = shipped
     try:
         return Calibration.from_json(json.loads(Path(path).read_text()))
     except (OSError, ValueError, TypeError) as err:
-        raise ConfigError(f"{path} is not a calibration JSON ({err}).") from err
+        raise ConfigError(f"{path} is not a calibration JSON ({err}); shipped calibrations: "
+                          f"{', '.join(shipped_calibrations())}.") from err
 
 
 def predict_bundle(bundle: Any, scan: Any, target: TargetProfile, *, calibration: Calibration | None = None,

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from edgemed.bench._config import GateConfig
-from edgemed.bench._types import BundleIdentity, GateInputs, Measurement, ScanIdentity, volume_sha256
-from edgemed.bench._workload import ONNX_BACKENDS, WorkloadSpec, open_workload, size_workload
+from edgemed.measure._gate_config import GateConfig
+from edgemed.measure._gate_types import BundleIdentity, GateInputs, Measurement, ScanIdentity, volume_sha256
+from edgemed.measure._workload import ONNX_BACKENDS, WorkloadSpec, open_workload, size_workload
 from edgemed.errors import ConfigError, InputError
 
 __all__ = ["PHANTOM_SOURCE", "measure", "read_inputs"]
@@ -61,8 +61,8 @@ def measure(bundle: Any, *, scan: PathLike | GateInputs | None = None, reference
         >>> m.latency.p50_ms, m.dice["liver"], float(np.median(m.normalised))
     """
     from edgemed import runtime
-    from edgemed.profiles._measure import host_facts
-    from edgemed.runtime._bundle import OnnxBundle, open_bundle
+    from edgemed.measure._timing import host_facts
+    from edgemed.runtime import OnnxBundle, open_bundle
 
     started = time.perf_counter()
     opened = open_bundle(bundle.path if isinstance(bundle, OnnxBundle) else bundle)
@@ -156,7 +156,7 @@ def _identity(source: str, volume: Any) -> ScanIdentity:
 
 def _backend_name(opened: Any, requested: str) -> str:
     """The backend `runtime.load` will use for this bundle (resolved before loading, for the memory probe)."""
-    from edgemed.runtime._bundle import EngineBundle
+    from edgemed.runtime import EngineBundle
     from edgemed.runtime.backends import resolve_backend
 
     if isinstance(opened, EngineBundle):
@@ -321,6 +321,6 @@ def _peak_growth(method: str, before: int | None) -> int | None:
     if method == "vmhwm" and before is not None:
         hwm = _status_kib("VmHWM")
         return None if hwm is None else max(0, hwm * 1024 - before)
-    from edgemed.profiles._measure import peak_rss_bytes
+    from edgemed.measure._timing import peak_rss_bytes
 
     return peak_rss_bytes()

@@ -96,7 +96,7 @@ def make_biased_bundle(bundle: Any, out: PathLike, *, bias: Sequence[float]) -> 
 
 
 def _open(bundle: Any) -> tuple[Any, Any, int]:
-    from edgemed.runtime._bundle import OnnxBundle, open_bundle
+    from edgemed.runtime import OnnxBundle, open_bundle
 
     src = open_bundle(bundle.path if isinstance(bundle, OnnxBundle) else bundle)
     if src.format != "onnx":
@@ -118,7 +118,7 @@ def _detach_output(graph: Any) -> str:
 
 def _write(src: Any, model: Any, out: PathLike, record: dict[str, Any]) -> Any:
     from edgemed.artifacts import write_artifact
-    from edgemed.runtime._bundle import BUNDLE_KIND, BUNDLE_SCHEMA, OnnxBundle
+    from edgemed.runtime import BUNDLE_KIND, BUNDLE_SCHEMA, OnnxBundle
 
     onnx = require("onnx")
     onnx.checker.check_model(model, full_check=True)

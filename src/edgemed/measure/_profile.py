@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from edgemed._atomic import atomic_file
-from edgemed.profiles._measure import Percentiles, host_facts, peak_conv_gops, peak_matmul_gflops, peak_rss_bytes
-from edgemed.profiles._types import (STAGES, BatchLatency, ModelFacts, OrganAccuracy, ProfileConfig,
+from edgemed.measure._timing import Percentiles, host_facts, peak_conv_gops, peak_matmul_gflops, peak_rss_bytes
+from edgemed.measure._report_types import (STAGES, BatchLatency, ModelFacts, OrganAccuracy, ProfileConfig,
                                      ProfileReport)
 
 __all__ = ["profile_bundle"]
@@ -120,7 +120,7 @@ def profile_bundle(bundle: Any, scan: PathLike, *, teacher_predictions: PathLike
                            stages=stages, batches=batches, memory=memory, model=model, accuracy=accuracy, host=host,
                            notes=tuple(notes), report_json=out / "report.json", report_md=out / "report.md",
                            overlay_png=overlay, mask=mask_path)
-    from edgemed.profiles._markdown import render_markdown
+    from edgemed.measure._markdown import render_markdown
 
     _write_text(report.report_json, json.dumps(report.to_json(), indent=2) + "\n")
     _write_text(report.report_md, render_markdown(report))
@@ -167,7 +167,7 @@ def _model_facts(model_path: Path, input_name: str, slice_shape: tuple[int, ...]
             notes.append(f"{model_path.name} is not an ONNX graph: parameters and FLOPs were skipped; profile the "
                          "ONNX bundle the engine was built from for them.")
             return _facts(model_path, None, None, {}, slices, shape, inference_p50_ms, precision, backend, notes)
-        from edgemed.profiles._flops import count_flops, count_parameters
+        from edgemed.measure._flops import count_flops, count_parameters
 
         params = count_parameters(model_path)
         count = count_flops(model_path, {input_name: shape})
@@ -218,7 +218,7 @@ def _overlay(volume: Any, pred: np.ndarray, references: list[tuple[str, Any]], o
     except ImportError:
         notes.append("matplotlib is not installed: overlay.png was skipped (pip install matplotlib).")
         return None
-    from edgemed.profiles._overlay import draw_overlay
+    from edgemed.measure._overlay import draw_overlay
 
     ids = [o.label_id for o in organs]
     ref_name, ref = references[0] if references else ("", None)

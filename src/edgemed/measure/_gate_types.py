@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from edgemed.bench._stats import normalise
-from edgemed.bench._workload import WorkloadSpec
-from edgemed.profiles._measure import Percentiles
+from edgemed.measure._stats import normalise
+from edgemed.measure._workload import WorkloadSpec
+from edgemed.measure._timing import Percentiles
 
 __all__ = ["BundleIdentity", "GateInputs", "Measurement", "ScanIdentity", "volume_sha256"]
 
