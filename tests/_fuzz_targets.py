@@ -1,4 +1,4 @@
-"""Fuzz targets for edgemed's loaders, shared by the CI fuzz test and benchmarks/fuzz_loaders.py.
+"""Fuzz targets for edgemed's loaders, shared by the CI fuzz test and benchmarks/suite/fuzz_loaders.py.
 
 Contract under test: whatever bytes a loader is given, it returns normally or raises an
 `EdgemedError` (whose message says what is wrong), within a time limit. Any other exception is a

@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/reference_teacher.py on a tiny teacher and student (a few seconds)."""
+"""Smoke test of benchmarks/suite/reference_teacher.py on a tiny teacher and student (a few seconds)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("reference_teacher", ROOT / "benchmarks" / "reference_teacher.py")
+    path = ROOT / "benchmarks" / "suite" / "reference_teacher.py"
+    spec = importlib.util.spec_from_file_location("reference_teacher", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgemed.io._volume import Volume
+from edgemed.io import Volume
 
 __all__ = ["PHANTOM_LABELS", "PhantomConfig", "make_phantom"]
 

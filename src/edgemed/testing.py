@@ -91,7 +91,7 @@ def bench_segment(benchmark: Any, bundle: Any, scan: PathLike | None = None, *, 
     """
     from edgemed import runtime
     from edgemed.measure import read_inputs
-    from edgemed.runtime._bundle import open_bundle
+    from edgemed.artifacts import open_bundle
 
     opened = open_bundle(bundle)
     volume = read_inputs(scan, None, opened.preprocess.modality).volume

@@ -111,16 +111,16 @@ def test_two_processes_split_the_scans_and_a_rerun_skips_them(store: Path,
 
     scans, segs = phantoms
     opened = TeacherStore.open(store)
-    assert opened.index["last_run"] == {"computed": 3, "skipped": 0, "processes": 2}
-    records = [json.loads((store / "shards" / e["shard"].replace(".npz", ".json")).read_text())
-               for e in opened.index["shards"]]
+    assert opened.index.last_run == {"computed": 3, "skipped": 0, "processes": 2}
+    records = [json.loads((store / "shards" / e.shard.replace(".npz", ".json")).read_text())
+               for e in opened.index.shards]
     assert [r["scan"] for r in records] == [s.name for s in scans]
     assert [r["computed_by_rank"] for r in records] == [0, 1, 0]  # scans r, r + 2, … on rank r
     assert all(r["organs"] == [{"label_id": 5, "name": "liver"}] and not r["soft"] for r in records)
     before = {p.name: p.stat().st_mtime_ns for p in (store / "shards").iterdir()}
     again = precompute_teacher(scans, StoredPredictions(zip(scans, segs)), store,
                                TeacherStoreConfig(organs=("liver",)), progress=False)
-    assert again.index["last_run"] == {"computed": 0, "skipped": 3, "processes": 1}
+    assert again.index.last_run == {"computed": 0, "skipped": 3, "processes": 1}
     assert {p.name: p.stat().st_mtime_ns for p in (store / "shards").iterdir()} == before
 
 
@@ -143,7 +143,7 @@ def test_damaged_shard_is_refused_then_recomputed(store: Path, phantoms: tuple[l
     scans, segs = phantoms
     copy = tmp_path / "liver"
     shutil.copytree(store, copy)
-    shard = copy / "shards" / TeacherStore.open(copy).index["shards"][1]["shard"]
+    shard = copy / "shards" / TeacherStore.open(copy).index.shards[1].shard
     raw = bytearray(shard.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     shard.write_bytes(bytes(raw))
@@ -152,7 +152,7 @@ def test_damaged_shard_is_refused_then_recomputed(store: Path, phantoms: tuple[l
     with pytest.warns(EdgemedWarning, match="recomputing"):
         fixed = precompute_teacher(scans, StoredPredictions(zip(scans, segs)), copy,
                                    TeacherStoreConfig(organs=("liver",)), progress=False)
-    assert fixed.index["last_run"] == {"computed": 1, "skipped": 2, "processes": 1}
+    assert fixed.index.last_run == {"computed": 1, "skipped": 2, "processes": 1}
     assert distill(scans, config_from_dict(QUICK), tmp_path / "s", teacher_store=copy, progress=False).path.is_dir()
 
 
@@ -176,7 +176,7 @@ def test_more_processes_than_scans_is_fine_and_said(phantoms: tuple[list[Path], 
     log = _torchrun(tmp_path, {"action": "precompute", "scans": scans[:1], "teacher_predictions": segs[:1],
                                "config": {"organs": ["liver"]}, "out": tmp_path / "one"})
     assert "2 processes for 1 scan(s)" in log
-    assert TeacherStore.open(tmp_path / "one").index["last_run"] == {"computed": 1, "skipped": 0, "processes": 2}
+    assert TeacherStore.open(tmp_path / "one").index.last_run == {"computed": 1, "skipped": 0, "processes": 2}
 
 
 def test_a_batch_smaller_than_the_processes_is_refused(phantoms: tuple[list[Path], list[Path]],

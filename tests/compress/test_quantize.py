@@ -207,3 +207,17 @@ def test_qat_refuses_a_student_the_bundle_was_not_exported_from(fp32_bundle: tup
     with pytest.raises(InputError, match="not exported from"):
         quantize(src_dir, scans[:1], NncfQatConfig(student=other.path), tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_calibration_scans_of_different_sizes_are_accepted(fp32_bundle: tuple[Path, list[Path], list[Path]],
+                                                           tmp_path: Path) -> None:
+    """Two scans whose body crops differ in size used to crash the timing batch (np.concatenate)."""
+    from edgemed.io import write_nifti
+
+    src, scans, _ = fp32_bundle
+    wide = write_nifti(make_phantom(5, PhantomConfig(shape=(60, 44, 24), spacing_mm=(8.0, 8.0, 10.0)))[0],
+                       tmp_path / "wide.nii.gz")
+    result = quantize(src, [scans[0], wide], OrtInt8Config(calibration_slices=32, max_dice_drop=0.2),
+                      tmp_path / "q", timing_repeats=2)
+    assert result.calibration["scans"] == 2 and result.calibration["slices"] > 16
+    assert result.latency_ms["int8_ort"] > 0

@@ -22,7 +22,7 @@ from edgemed.export._trt import check_build_host, engine_metadata, precision_cou
 from edgemed.export._trt_config import check_build_request, count_quantize_nodes
 from edgemed.profiles import Accelerator, Precision, TargetProfile, get_profile
 from edgemed.runtime import BUNDLE_KIND
-from edgemed.runtime._bundle import open_bundle
+from edgemed.artifacts import open_bundle
 
 ORIN_NX = get_profile("jetson-orin-nx-16gb")
 ORIN_NANO = get_profile("jetson-orin-nano-8gb")

@@ -1,4 +1,4 @@
-"""Fuzzing in CI (a few hundred inputs per loader; benchmarks/fuzz_loaders.py runs >= 100 000).
+"""Fuzzing in CI (a few hundred inputs per loader; benchmarks/suite/fuzz_loaders.py runs >= 100 000).
 
 Every input must either load or raise an EdgemedError within the time limit (see _fuzz_targets).
 """

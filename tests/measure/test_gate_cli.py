@@ -57,7 +57,7 @@ def test_update_baseline_writes_a_complete_baseline(tiny: dict[str, Path]) -> No
 
 
 def test_the_same_bundle_passes_with_json_and_junit(tiny: dict[str, Path], tmp_path: Path) -> None:
-    # The false-alarm rate at the default +10 % is measured by benchmarks/gate_study.py (<= 1 in 20); a unit
+    # The false-alarm rate at the default +10 % is measured by benchmarks/suite/gate_study.py (<= 1 in 20); a unit
     # test must never flake, so here latency may be up to +50 % before it fails: this checks the plumbing.
     res = _check(tiny, tiny["bundle"], "--json", "--junit-xml", str(tmp_path / "gate.xml"),
                  "--latency-tolerance", "0.5")

@@ -109,3 +109,15 @@ def test_calibration_recovers_known_efficiencies(tiny_onnx: Path) -> None:
     assert Calibration.from_json(fitted.to_json()) == fitted
     with pytest.raises(ConfigError, match="no measured runs"):
         fit_calibration([], target, "fp32", "ort")
+
+
+def test_shipped_calibrations_load_by_name_and_predict() -> None:
+    from edgemed.measure import load_calibration, shipped_calibrations
+
+    names = shipped_calibrations()
+    assert {"host_ort_fp32", "host_ort_int8", "host_openvino_fp32", "host_openvino_int8"} <= set(names)
+    cal = load_calibration("host_ort_int8")
+    assert cal.backend == "ort" and cal.precision == "int8" and cal.fitted_on
+    assert 0 < cal.compute_efficiency <= 1.5
+    with pytest.raises(ConfigError, match="shipped calibrations: host_"):
+        load_calibration("host_tpu_int4")

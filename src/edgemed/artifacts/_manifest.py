@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 from edgemed._atomic import atomic_dir
 from edgemed.errors import ArtifactError
 
-__all__ = ["MANIFEST", "Manifest", "read_manifest", "sha256_file", "write_artifact"]
+__all__ = ["MANIFEST", "Manifest", "combined_sha256", "read_manifest", "sha256_file", "write_artifact"]
 
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.json"  # beside the manifest, outside what it lists (see _signing)
@@ -35,6 +35,18 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def combined_sha256(files: Iterable[Path], root: Path) -> str:
+    """One hash over several files: sha256 of the sorted lines "<path relative to root> <sha256>".
+
+    A single file hashes as itself, so a lone checkpoint's identity matches `sha256sum`.
+    """
+    files = sorted(files, key=lambda f: f.relative_to(root).as_posix())
+    if len(files) == 1:
+        return sha256_file(files[0])
+    lines = "".join(f"{f.relative_to(root).as_posix()} {sha256_file(f)}\n" for f in files)
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

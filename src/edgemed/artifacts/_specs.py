@@ -1,13 +1,16 @@
-"""Typed specs carried inside artifacts: preprocessing, postprocessing, organ channels (stdlib only)."""
+"""Typed specs carried inside artifacts: preprocessing, postprocessing, organ channels, tensors (numpy only)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
-from edgemed.errors import ConfigError
+import numpy as np
 
-__all__ = ["OrganChannel", "PostprocessSpec", "PreprocessSpec", "SpecsFromMetadata"]
+from edgemed.errors import ArtifactError, ConfigError
+
+__all__ = ["Dim", "OrganChannel", "PostprocessSpec", "PreprocessSpec", "TensorSpec"]
 
 
 @dataclass(frozen=True)
@@ -115,26 +118,37 @@ class OrganChannel:
         return {"channel": self.channel, "label_id": self.label_id, "name": self.name}
 
 
-class SpecsFromMetadata:
-    """The specs every deployable artifact carries in its manifest metadata (student, bundle).
+# A dimension is a fixed size or a symbolic name ("batch", "height"); "?" when a backend gives no name.
+Dim = Union[int, str]
 
-    Subclasses provide `metadata` (the manifest's metadata block).
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, element type and shape of a model input or output.
+
+    Attributes:
+        name: The graph's tensor name, e.g. "image".
+        dtype: A numpy dtype name, e.g. "float32".
+        shape: Fixed sizes (int) and symbolic dimensions (str), e.g. ("batch", 3, "height", "width").
     """
 
-    metadata: Any
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
 
-    @property
-    def preprocess(self) -> PreprocessSpec:
-        """The preprocessing the student was trained with; the runtime applies exactly this."""
-        return PreprocessSpec.from_json(self.metadata["preprocess"])
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
-    @property
-    def postprocess(self) -> PostprocessSpec:
-        """How probabilities become a mask (argmax; optional largest connected component)."""
-        return PostprocessSpec.from_json(self.metadata.get("postprocess", {}))
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> "TensorSpec":
+        """Inverse of `to_json`.
 
-    @property
-    def organs(self) -> tuple[OrganChannel, ...]:
-        """Output channels 1.. and the organs (label ids in the teacher's map) they segment."""
-        return tuple(OrganChannel(int(o["channel"]), int(o["label_id"]), str(o["name"]))
-                     for o in self.metadata["organs"])
+        Raises:
+            ArtifactError: A field is missing or malformed.
+        """
+        try:
+            shape = tuple(d if isinstance(d, str) else int(d) for d in raw["shape"])
+            return cls(name=str(raw["name"]), dtype=str(np.dtype(raw["dtype"])), shape=shape)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ArtifactError(f"tensor spec {dict(raw)!r} is malformed ({err}); re-export the bundle.") from err

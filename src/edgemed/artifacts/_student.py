@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgemed.artifacts._manifest import Manifest, read_manifest
-from edgemed.artifacts._specs import SpecsFromMetadata
+from edgemed.artifacts._records import StudentMeta
+from edgemed.artifacts._specs import OrganChannel, PostprocessSpec, PreprocessSpec
 from edgemed.errors import ArtifactError
 
-__all__ = ["STUDENT_KIND", "StudentCheckpoint"]
+__all__ = ["STUDENT_KIND", "STUDENT_SCHEMA", "StudentCheckpoint"]
 
 STUDENT_KIND = "student"
+STUDENT_SCHEMA = 1
 WEIGHTS = "weights.safetensors"
 ARCHITECTURE = "architecture.json"
 
 
 @dataclass(frozen=True)
-class StudentCheckpoint(SpecsFromMetadata):
+class StudentCheckpoint:
     """A distilled (or pruned) student on disk.
 
     Example:
@@ -33,6 +35,13 @@ class StudentCheckpoint(SpecsFromMetadata):
 
     path: Path
     manifest: Manifest
+    meta: StudentMeta = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "meta", StudentMeta.from_json(self.manifest.metadata))
+        except ArtifactError as err:
+            raise ArtifactError(f"{self.path}: {err} Re-create the student (edgemed distill).") from err
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, verify: bool = True) -> "StudentCheckpoint":
@@ -46,16 +55,28 @@ class StudentCheckpoint(SpecsFromMetadata):
 
     @property
     def metadata(self) -> dict[str, Any]:
-        """The manifest's metadata block."""
+        """The manifest's raw metadata block (edgemed itself reads the typed `meta`)."""
         return dict(self.manifest.metadata)
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        """The preprocessing the student was trained with; the runtime applies exactly this."""
+        return self.meta.preprocess
+
+    @property
+    def postprocess(self) -> PostprocessSpec:
+        """How probabilities become a mask (argmax; optional largest connected component)."""
+        return self.meta.postprocess
+
+    @property
+    def organs(self) -> tuple[OrganChannel, ...]:
+        """Output channels 1.. and the organs (label ids in the teacher's map) they segment."""
+        return self.meta.organs
 
     @property
     def architecture(self) -> dict[str, Any]:
         """The architecture spec (arch, in_channels, num_classes, kwargs)."""
         return json.loads((self.path / ARCHITECTURE).read_text())
-
-
-
 
     def state_dict_numpy(self) -> dict[str, np.ndarray]:
         """The weights as numpy arrays (safetensors; no pickle, no torch needed)."""

@@ -44,21 +44,48 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Groups a reader finds related commands under; each command stays runnable by its old top-level
+# name too (`edgemed sign` = `edgemed trust sign`), so scripts written against either keep working.
+_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "measure": ("Measure bundles: profile a scan, benchmark, the CI gate, hardware target profiles.",
+                ("bench", "check", "profile", "profiles")),
+    "trust": ("Sign, verify, pack and unpack artifacts (ed25519, sha256, safe archives).",
+              ("keygen", "pack", "sign", "unpack", "verify")),
+}
+_GROUPED = frozenset(name for _, names in _GROUPS.values() for name in names)
+
+
 class _LazyGroup(click.Group):
+    """A group whose commands are imported only when run (the table above gives names and help)."""
+
+    def __init__(self, *args: object, names: tuple[str, ...] | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._names = names  # None: the top level (its own commands, the groups, and the aliases)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(_COMMANDS)
+        if self._names is not None:
+            return list(self._names)
+        return sorted({*(_COMMANDS.keys() - _GROUPED), *_GROUPS})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in _COMMANDS:
+        if self._names is None and name in _GROUPS:
+            text, names = _GROUPS[name]
+            return _LazyGroup(name=name, help=text, names=names)
+        if name not in _COMMANDS or (self._names is not None and name not in self._names):
             return None
         module, attr, _ = _COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # Help text from the table, so listing commands imports none of them.
-        rows = [(name, _COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        # Help text from the tables, so listing commands imports none of them.
+        rows = [(name, _GROUPS[name][0] if name in _GROUPS else _COMMANDS[name][2])
+                for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+        if self._names is None:
+            with formatter.section("Also runnable by their old names"):
+                formatter.write_text(", ".join(f"{name} (= {group} {name})" for group, (_, names) in _GROUPS.items()
+                                               for name in names))
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

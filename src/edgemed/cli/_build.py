@@ -47,8 +47,7 @@ def build(bundle: Path, target: str, precision: str, out: Path | None, workspace
       edgemed build out/liver.edgemed --target jetson-orin-nx-16gb --precision fp16 --print-config
       edgemed build out/liver.edgemed --target jetson-orin-nx-16gb --precision fp16 --out out/liver-orin.engine.d
     """
-    from edgemed.export._trt_config import (TrtBuildConfig, check_build_request, derive_shape_profiles,
-                                            shape_profiles_json)
+    from edgemed.export import TrtBuildConfig, check_build_request, derive_shape_profiles, shape_profiles_json
     from edgemed.profiles import get_profile
     from edgemed.runtime import OnnxBundle
 
@@ -71,16 +70,19 @@ def build(bundle: Path, target: str, precision: str, out: Path | None, workspace
     from edgemed.export import build_engine
 
     engine = build_engine(onnx, profile, config, out)
-    meta = engine.metadata
+    meta = engine.meta
     if as_json:
-        keys = ("precision_requested", "precision_built", "fallback", "tensorrt_version", "cuda_version", "gpu_name",
-                "compute_capability", "shape_profiles", "layer_precision_counts", "build_seconds", "timing_cache")
-        click.echo(json.dumps({k: meta.get(k) for k in keys}, indent=2))
+        click.echo(json.dumps({
+            "precision_requested": meta.precision_requested, "precision_built": meta.precision_built,
+            "fallback": meta.fallback, "tensorrt_version": meta.tensorrt_version, "cuda_version": meta.cuda_version,
+            "gpu_name": meta.gpu_name, "compute_capability": list(meta.compute_capability),
+            "shape_profiles": meta.shape_profiles, "layer_precision_counts": meta.layer_precision_counts,
+            "build_seconds": meta.build_seconds, "timing_cache": meta.timing_cache}, indent=2))
         return
-    cc = ".".join(map(str, meta["compute_capability"]))
-    click.echo(f"wrote {out}  (TensorRT {meta['tensorrt_version']}, {engine.precision} on {meta['gpu_name']} "
-               f"{cc}, {engine.model_path.stat().st_size / 1e6:.2f} MB, {meta['build_seconds']:.0f} s)")
-    click.echo("  layers: " + ", ".join(f"{k} {v}" for k, v in meta["layer_precision_counts"].items()))
-    if meta.get("fallback"):
-        click.echo(f"  fell back to {meta['fallback']['to']}: {meta['fallback']['reason']}")
+    cc = ".".join(map(str, meta.compute_capability))
+    click.echo(f"wrote {out}  (TensorRT {meta.tensorrt_version}, {engine.precision} on {meta.gpu_name} "
+               f"{cc}, {engine.model_path.stat().st_size / 1e6:.2f} MB, {meta.build_seconds or 0:.0f} s)")
+    click.echo("  layers: " + ", ".join(f"{k} {v}" for k, v in meta.layer_precision_counts.items()))
+    if meta.fallback:
+        click.echo(f"  fell back to {meta.fallback['to']}: {meta.fallback['reason']}")
     click.echo(f"next: edgemed segment {out} SCAN --out mask.nii.gz")

@@ -31,7 +31,7 @@ def compress(recipe: Path, out: Path | None, target: str | None, latency_budget_
 
     \b
     Example:
-      edgemed compress benchmarks/recipes/totalseg_4organs.toml --out runs/4organs --min-dice 0.85
+      edgemed compress benchmarks/suite/recipes/totalseg_4organs.toml --out runs/4organs --min-dice 0.85
       edgemed compress recipe.toml --target jetson-orin-nano-8gb --latency-budget-ms 250
     """
     from edgemed.pipeline import load_recipe, run_recipe

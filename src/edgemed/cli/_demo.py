@@ -24,7 +24,7 @@ def demo(out: Path, threads: int | None, quick: bool, quiet: bool) -> None:
     distilled from its soft outputs, exported to an ONNX bundle (parity-checked) and run by the
     torch-free runtime. Both models are then measured on phantoms neither has seen.
     """
-    from edgemed._demo import DemoConfig, run_demo
+    from edgemed.cli._demo_job import DemoConfig, run_demo
 
     config = DemoConfig(threads=threads)
     if quick:

@@ -12,7 +12,7 @@ import click
 from edgemed.artifacts import PreprocessSpec as _PreprocessSpec
 from edgemed.cli._options import MultiValueOption
 from edgemed.cli._pairing import pair_scans
-from edgemed.compress._config import DistillConfig as _DistillConfig
+from edgemed.compress import DistillConfig as _DistillConfig
 
 _D = _DistillConfig(organs=("liver",))  # the defaults shown in --help are the library's
 _P = _D.preprocess
@@ -112,14 +112,14 @@ def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teache
                        teacher_store=teacher_store, progress=not quiet, resume=resume)
     if not main:
         return
-    meta = ckpt.metadata
+    meta = ckpt.meta
     if as_json:
-        click.echo(json.dumps({"path": str(out), "validation": meta["validation"], "training": meta["training"]},
-                              indent=2))
+        click.echo(json.dumps({"path": str(out), "validation": meta.validation.to_json(),
+                               "training": meta.training.to_json()}, indent=2))
         return
-    dice = meta["validation"].get("dice", {})
-    click.echo(f"wrote {out}  ({meta['training']['parameters']:,d} parameters, {meta['training']['seconds']} s)")
-    held = "scans" if meta["validation"].get("holdout_kind") == "scans" else "slices"
+    dice = meta.validation.dice
+    click.echo(f"wrote {out}  ({meta.training.parameters or 0:,d} parameters, {meta.training.seconds} s)")
+    held = "scans" if meta.validation.holdout_kind == "scans" else "slices"
     for organ, value in dice.items():
         click.echo(f"  {organ:<24} Dice vs teacher on held-out {held}: {value:.4f}")
     click.echo(f"next: edgemed inspect {out}")

@@ -26,6 +26,6 @@ def ensemble(students: tuple[Path, ...], out: Path) -> None:
     from edgemed.compress import ensemble_students
 
     ckpt = ensemble_students(students, out)
-    meta = ckpt.metadata["training"]
-    click.echo(f"wrote {out}  ({meta['members']} members, {meta['parameters']:,d} parameters)")
+    training = ckpt.meta.training
+    click.echo(f"wrote {out}  ({training.members} members, {training.parameters or 0:,d} parameters)")
     click.echo(f"next: edgemed export {out} --out {out}.edgemed")

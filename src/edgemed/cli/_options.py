@@ -41,6 +41,6 @@ class MultiValueOption(click.Option):
 
 def shown_scan(path: object) -> str:
     """A scan path as the CLI may print it (DICOM identifiers redacted; see `redacted_path`)."""
-    from edgemed.io._deid import redacted_path
+    from edgemed.io import redacted_path
 
     return "SCAN" if path is None else redacted_path(path)

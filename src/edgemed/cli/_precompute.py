@@ -61,11 +61,11 @@ def precompute(scans: tuple[str, ...], teacher: str | None, teacher_checkpoint: 
     store = precompute_teacher(scan_paths, teacher_obj, out, config, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, only rank 0 prints
         return
-    run = store.index["last_run"]
+    run = store.index.last_run or {}
     if as_json:
-        click.echo(json.dumps({"path": str(out), "shards": len(store.index["shards"]), **run}, indent=2))
+        click.echo(json.dumps({"path": str(out), "shards": len(store.index.shards), **run}, indent=2))
         return
-    click.echo(f"wrote {out}: {len(store.index['shards'])} shard(s), {run['computed']} computed, "
+    click.echo(f"wrote {out}: {len(store.index.shards)} shard(s), {run['computed']} computed, "
                f"{run['skipped']} already there, {run['processes']} process(es)")
     click.echo(f"next: edgemed distill --scans … --teacher-store {out} --organ {' '.join(organs)} "
                f"--temperature {temperature} --out runs/{organs[0]}")

@@ -60,18 +60,18 @@ def prune(student: Path, out: Path, ratio: float | None, target_macs: float | No
     with tempfile.TemporaryDirectory(prefix="edgemed-prune-") as tmp:
         pruned = run_prune(parent, config, Path(tmp) / "pruned", progress=True)
         organs = tuple(o.name for o in parent.organs)
-        label_map = parent.metadata.get("label_map", {}).get("name", "totalsegmentator")
+        label_map = parent.meta.label_map_name or "totalsegmentator"
         tuned = distill(list(finetune_scans), DistillConfig(organs=organs, label_map=label_map, epochs=epochs, lr=lr,
                                                             preprocess=parent.preprocess),
                         out, teacher=StudentTeacher(student), init=pruned)
     click.echo(f"wrote {out}: {_summary(pruned)}, fine-tuned {epochs} epochs from {student}")
-    for organ, value in tuned.metadata["validation"].get("dice", {}).items():
+    for organ, value in tuned.meta.validation.dice.items():
         click.echo(f"  {organ:<24} Dice vs the unpruned student on held-out data: {value:.4f}")
     click.echo(f"next: edgemed export {out} --out {out}.edgemed")
 
 
 def _summary(pruned) -> str:  # type: ignore[no-untyped-def]
-    record = pruned.metadata["pruning"]
+    record = pruned.meta.pruning or {}
     (before, after), (macs0, macs1) = record["parameters"], record["macs_at"][:2]
     text = (f"{before:,d} → {after:,d} parameters, {macs1 / macs0:.0%} of the MACs, "
             f"{record['ratio_reached']:.0%} of channels removed")

@@ -48,7 +48,7 @@ def segment(bundle: Path, scan: Path, out: Path, backend: str, threads: int | No
         backend_name = seg.backend
     write_nifti(mask, out)
     if dicom_seg is not None:
-        from edgemed.io._dicom_seg_write import write_dicom_seg
+        from edgemed.io import write_dicom_seg
 
         write_dicom_seg(mask, scan, dicom_seg, {o.label_id: o.name for o in seg.organs})
     spacing = np.prod(volume.spacing_mm)

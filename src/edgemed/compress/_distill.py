@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemed.artifacts import STUDENT_KIND, OrganChannel, StudentCheckpoint, write_artifact
+from edgemed.artifacts import (STUDENT_KIND, STUDENT_SCHEMA, OrganChannel, StudentCheckpoint, StudentMeta,
+                               TrainingRecord, ValidationRecord, write_artifact)
 from edgemed.compress._config import DistillConfig
 from edgemed.compress._progress import progress_bar
 from edgemed.compress._slices import ScanSlices, heldout_scans, make_batch, scan_slices
@@ -23,7 +24,6 @@ from edgemed.metrics import dice
 
 __all__ = ["distill"]
 
-STUDENT_SCHEMA = 1
 
 
 def distill(
@@ -72,7 +72,7 @@ def distill(
     Example:
         >>> ckpt = distill(["ct.nii.gz"], DistillConfig(organs=("liver",)), "runs/liver",
         ...                teacher_predictions=["seg.nii.gz"])
-        >>> ckpt.metadata["validation"]["dice"]["liver"]
+        >>> ckpt.meta.validation.dice["liver"]
     """
     from edgemed.compress._dist import distributed
 
@@ -170,34 +170,28 @@ def _distill(scans, config, out, teacher, teacher_predictions, teacher_store, pr
         ctx.barrier()  # rank 0 evaluates on the native grids and writes the checkpoint
         return StudentCheckpoint.load(out)
     native = _evaluate_native(net, slices, organs, config)
-    metadata = {
-        "organs": [o.to_json() for o in organs],
-        "label_map": label_map.to_json(),
-        "preprocess": config.preprocess.to_json(),
-        "postprocess": config.postprocess.to_json(),
-        "teacher": teacher_identity,
-        "scans": [sc.name for sc in slices],
-        "recipe": config.to_json(),
-        "validation": native,
-        "training": {
-            "epochs": config.epochs, "members": config.ensemble, "seconds": round(train_s, 1),
-            "seed": config.seed, "parameters": int(sum(p.numel() for p in net.parameters())),
-            "torch": torch.__version__, "soft_targets": soft,
-        },
-    }
+    training_extra: dict[str, object] = {"torch": torch.__version__, "soft_targets": soft}
     if ctx.active:
-        metadata["training"]["distributed"] = {"world_size": ctx.world_size, "backend": ctx.backend,
-                                               "per_process_batch": len(range(config.batch_size)[ctx.share(config.batch_size)])}
+        training_extra["distributed"] = {"world_size": ctx.world_size, "backend": ctx.backend,
+                                         "per_process_batch": len(range(config.batch_size)[ctx.share(config.batch_size)])}
     if saved is not None:
-        metadata["training"]["resumed"] = {"member": saved.member, "epoch": saved.epoch}
+        training_extra["resumed"] = {"member": saved.member, "epoch": saved.epoch}
+    metadata = StudentMeta(
+        organs=tuple(organs), label_map=label_map.to_json(), preprocess=config.preprocess,
+        postprocess=config.postprocess, teacher=teacher_identity, scans=[sc.name for sc in slices],
+        recipe=config.to_json(), validation=ValidationRecord.from_json(native),
+        training=TrainingRecord(epochs=config.epochs, members=config.ensemble, seconds=round(train_s, 1),
+                                seed=config.seed, parameters=int(sum(p.numel() for p in net.parameters())),
+                                extra=training_extra),
+        init=None if init_ckpt is None else {"digest": init_ckpt.manifest.digest, "pruning": init_ckpt.meta.pruning},
+    )
     payload = student_payload(net, spec)
     if init_ckpt is not None:
-        metadata["init"] = {"digest": init_ckpt.manifest.digest, "pruning": init_ckpt.metadata.get("pruning")}
         if init_ckpt.architecture.get("pruned"):
             payload["architecture.json"] = (json.dumps({**spec.to_json(), "pruned": True}, indent=2) + "\n").encode()
     payload["history.json"] = (json.dumps(history, indent=1) + "\n").encode()
-    write_artifact(out, kind=STUDENT_KIND, schema_version=STUDENT_SCHEMA, payload=payload, metadata=metadata,
-                   parent=teacher_identity.get("sha256") if isinstance(teacher_identity, dict) else None)
+    write_artifact(out, kind=STUDENT_KIND, schema_version=STUDENT_SCHEMA, payload=payload,
+                   metadata=metadata.to_json(), parent=teacher_identity.get("sha256") if isinstance(teacher_identity, dict) else None)
     shutil.rmtree(state_dir(out), ignore_errors=True)
     ctx.barrier()
     return StudentCheckpoint.load(out)
@@ -383,7 +377,7 @@ def _validate_student_grid(net, slices: list[ScanSlices], organs: list[OrganChan
     counts are summed, so the Dice is the one a single process measures.
     """
     from edgemed.compress._dist import SINGLE
-    from edgemed.models._predict import predict_slices
+    from edgemed.models import predict_slices
 
     ctx = ctx or SINGLE
     counts = np.zeros((len(organs), 3), np.int64)  # per organ: overlap, predicted, reference voxels
@@ -415,7 +409,7 @@ def _dice_from_counts(overlap: int, predicted: int, reference: int) -> float:
 def _evaluate_native(net, slices: list[ScanSlices], organs: list[OrganChannel],  # type: ignore[no-untyped-def]
                      config: DistillConfig) -> dict[str, object]:
     """Dice vs the teacher on the held-out slices, on each scan's own grid (as users will see it)."""
-    from edgemed.models._predict import predict_slices
+    from edgemed.models import predict_slices
 
     per_scan = []
     pred_all, ref_all = [], []

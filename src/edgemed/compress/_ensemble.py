@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Sequence
 
-from edgemed.artifacts import STUDENT_KIND, StudentCheckpoint, write_artifact
+from edgemed.artifacts import STUDENT_KIND, StudentCheckpoint, TrainingRecord, ValidationRecord, write_artifact
 from edgemed.errors import ConfigError
 
 __all__ = ["ensemble_students"]
@@ -32,7 +32,7 @@ def ensemble_students(students: Sequence[StudentCheckpoint | str | os.PathLike[s
     first = ckpts[0]
     for other in ckpts[1:]:
         for key in ("organs", "label_map", "preprocess"):
-            if other.metadata[key] != first.metadata[key]:
+            if getattr(other.meta, key) != getattr(first.meta, key):
                 raise ConfigError(f"{other.path} and {first.path} differ in {key}; only students of the same organs, "
                                   "label map and preprocessing can be averaged.")
         if {k: v for k, v in other.architecture.items() if k != "members"} != \
@@ -45,17 +45,16 @@ def ensemble_students(students: Sequence[StudentCheckpoint | str | os.PathLike[s
         nets.extend(net.members if isinstance(net, Ensemble) else [net])
     spec = StudentSpec.from_json({**first.architecture, "members": len(nets)})
     ensemble = Ensemble(nets).eval()
-    metadata = {k: v for k, v in first.metadata.items() if k not in ("validation", "training")}
-    metadata["training"] = {
-        "members": len(nets), "combined_from": [c.manifest.digest for c in ckpts],
-        "member_seeds": [c.metadata["training"].get("seed") for c in ckpts],
-        "member_validation": [c.metadata.get("validation", {}).get("dice") for c in ckpts],
-        "parameters": int(sum(p.numel() for p in ensemble.parameters())),
-        "seconds": round(sum(float(c.metadata["training"].get("seconds", 0.0)) for c in ckpts), 1),
-    }
-    metadata["validation"] = {"holdout": "see each member's validation (member_validation)", "dice": {}}
+    metadata = first.meta.with_(
+        training=TrainingRecord(
+            members=len(nets), member_seeds=[c.meta.training.seed for c in ckpts],
+            member_validation=[dict(c.meta.validation.dice) for c in ckpts],
+            parameters=int(sum(p.numel() for p in ensemble.parameters())),
+            seconds=round(sum(float(c.meta.training.seconds or 0.0) for c in ckpts), 1),
+            extra={"combined_from": [c.manifest.digest for c in ckpts]}),
+        validation=ValidationRecord(holdout="see each member's validation (member_validation)"))
     payload = student_payload(ensemble, spec)
     payload["history.json"] = (json.dumps([], indent=1) + "\n").encode()
     write_artifact(out, kind=STUDENT_KIND, schema_version=first.manifest.schema_version, payload=payload,
-                   metadata=metadata, parent=first.manifest.parent)
+                   metadata=metadata.to_json(), parent=first.manifest.parent)
     return StudentCheckpoint.load(out)

@@ -374,8 +374,7 @@ def prune(student: StudentCheckpoint | str | os.PathLike[str], config: PruneConf
     arch["pruned"] = True
     payload["architecture.json"] = (json.dumps(arch, indent=2) + "\n").encode()
     payload["history.json"] = b"[]\n"
-    metadata = dict(ckpt.metadata)
-    metadata["pruning"] = {
+    pruning = {
         "config": asdict(config), "tool": f"torch-pruning {getattr(tp, '__version__', '?')}",
         "parameters": list(result.parameters),
         "macs_at": [*result.macs, list(example.shape)],
@@ -383,7 +382,7 @@ def prune(student: StudentCheckpoint | str | os.PathLike[str], config: PruneConf
         "latency_ms_onnxruntime": None if result.latency_ms is None else list(result.latency_ms),
         "fine_tuned": False,
     }
-    metadata["training"] = {**dict(metadata.get("training", {})), "parameters": result.parameters[1]}
+    metadata = ckpt.meta.with_(pruning=pruning, training=ckpt.meta.training.with_(parameters=result.parameters[1]))
     write_artifact(out, kind=STUDENT_KIND, schema_version=ckpt.manifest.schema_version, payload=payload,
-                   metadata=metadata, parent=ckpt.manifest.digest)
+                   metadata=metadata.to_json(), parent=ckpt.manifest.digest)
     return StudentCheckpoint.load(out)

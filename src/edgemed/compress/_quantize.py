@@ -21,6 +21,7 @@ on the target backend, measured side by side; otherwise FP32 is kept and the rea
 
 from __future__ import annotations
 
+import collections
 import os
 import statistics
 import tempfile
@@ -34,7 +35,7 @@ import numpy as np
 from edgemed._deps import require
 from edgemed.artifacts import write_artifact
 from edgemed.errors import ConfigError, InputError
-from edgemed.io import Volume, context_stack, prepare_volume, read_labels, read_volume
+from edgemed.io import Volume, prepare_volume, read_labels, read_volume
 from edgemed.metrics import dice
 
 __all__ = ["NncfInt8Config", "NncfQatConfig", "OrtInt8Config", "QuantizeResult", "quantize"]
@@ -189,7 +190,7 @@ def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], conf
 def _quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], config: Any, out: str | os.PathLike[str],
               validation_scans: Sequence[str | os.PathLike[str] | Volume] | None,
               references: Sequence[str | os.PathLike[str]] | None, timing_repeats: int, ctx: Any) -> QuantizeResult:
-    from edgemed.runtime import BUNDLE_KIND, BUNDLE_SCHEMA, OnnxBundle
+    from edgemed.artifacts import BUNDLE_KIND, BUNDLE_SCHEMA, OnnxBundle
     from edgemed.runtime.backends import open_session
 
     handler = _HANDLERS.get(type(config))
@@ -256,19 +257,18 @@ def _quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], con
                   f"({fp32_best:.1f} ms)"] if not faster else []))))
     result = QuantizeResult(precision, backend, reason, scores, latency,
                             {**calib_record, "method": type(config).__name__, "config": _config_json(config)})
-    metadata = dict(src.metadata)
-    metadata.update(precision=precision, preferred_backend=backend, quantization=result.to_json())
-    write_artifact(out, kind=BUNDLE_KIND, schema_version=BUNDLE_SCHEMA, payload={str(src.metadata["model"]): model_bytes},
-                   metadata=metadata, parent=src.manifest.digest)
+    metadata = src.meta.with_(precision=precision, preferred_backend=backend, quantization=result.to_json())
+    write_artifact(out, kind=BUNDLE_KIND, schema_version=BUNDLE_SCHEMA, payload={src.meta.model: model_bytes},
+                   metadata=metadata.to_json(), parent=src.manifest.digest)
     ctx.barrier()
     return result
 
 
 def _result_of(out: str | os.PathLike[str]) -> QuantizeResult:
     """The QuantizeResult rank 0 recorded in the bundle it wrote (what the other processes return)."""
-    from edgemed.runtime import OnnxBundle
+    from edgemed.artifacts import OnnxBundle
 
-    return QuantizeResult(**OnnxBundle.load(out).metadata["quantization"])
+    return QuantizeResult(**(OnnxBundle.load(out).meta.quantization or {}))
 
 
 def _config_json(config: Any) -> dict[str, Any]:
@@ -282,13 +282,14 @@ def _config_json(config: Any) -> dict[str, Any]:
 def _calibration_slices(session: Any, volumes: list[Volume], spec: Any, name: str,
                         n: int) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Up to n (1, C, H, W) stacks, half from slices where the FP32 model sees an organ (label-free)."""
+    from edgemed.runtime import iter_slice_batches
+
     out_name = session.outputs[0].name
     organ, other = [], []
     for volume in volumes:
         image, geom = prepare_volume(volume, spec)
-        for first in range(0, image.shape[0], _BATCH):
-            x = np.ascontiguousarray(context_stack(image, np.arange(first, min(first + _BATCH, image.shape[0])),
-                                                   spec.context_slices, step=geom.context_step), dtype=np.float32)
+        for _, x in iter_slice_batches(image, np.arange(image.shape[0]), context=spec.context_slices,
+                                       step=geom.context_step, batch_size=_BATCH):
             has_organ = (session.run({name: x})[out_name].argmax(1) > 0).any(axis=(1, 2))
             for stack, found in zip(x, has_organ):
                 (organ if found else other).append(stack[None])
@@ -336,13 +337,24 @@ def _dice_report(fp32: list[np.ndarray], int8: list[np.ndarray], refs: list[np.n
             "organs": per_organ, "worst_drop": round(worst, 4)}
 
 
+def _stack_padded(stacks: list[np.ndarray]) -> np.ndarray:
+    """(1, C, H, W) stacks of several scans (their body crops differ in size) as one (N, C, H, W) batch,
+    zero-padded at the bottom and right: zero is air after the CT window, like the crop's margin."""
+    h = max(x.shape[2] for x in stacks)
+    w = max(x.shape[3] for x in stacks)
+    return np.concatenate([np.pad(x, ((0, 0), (0, 0), (0, h - x.shape[2]), (0, w - x.shape[3]))) for x in stacks])
+
+
 def _time_side_by_side(fp32_path: Path, int8_path: Path, backend: str, calib: list[np.ndarray], name: str,
                        repeats: int) -> dict[str, float]:
     """Median ms per 16-slice batch, the candidates interleaved so machine noise hits all alike."""
-    from edgemed.profiles import time_interleaved
+    from edgemed.measure import time_interleaved
     from edgemed.runtime.backends import open_session
 
-    x = np.concatenate([calib[i % len(calib)] for i in range(16)])
+    # Scans of different sizes give stacks of different sizes (the body crop): time the most common one.
+    shape = collections.Counter(c.shape for c in calib).most_common(1)[0][0]
+    same = [c for c in calib if c.shape == shape]
+    x = np.concatenate([same[i % len(same)] for i in range(16)])
     sessions = {"fp32_ort": open_session("ort", fp32_path), f"fp32_{backend}": open_session(backend, fp32_path),
                 f"int8_{backend}": open_session(backend, int8_path)}
     try:
@@ -434,7 +446,7 @@ def _check_qat_student(config: NncfQatConfig, bundle: Any) -> None:
     from edgemed.artifacts import StudentCheckpoint
 
     ckpt = StudentCheckpoint.load(config.student)
-    exported_from = bundle.metadata.get("student", {}).get("digest")
+    exported_from = bundle.meta.student.digest
     if exported_from and ckpt.manifest.digest != exported_from:
         raise InputError(f"{bundle.path} was not exported from {ckpt.path} (student digest {exported_from[:12]}… vs "
                          f"{ckpt.manifest.digest[:12]}…); pass the student checkpoint the bundle came from.")
@@ -484,7 +496,7 @@ def _quantize_nncf_qat(src: Path, dst: Path, calib: list[np.ndarray], name: str,
 
     fp32 = load_student(StudentCheckpoint.load(config.student)).eval()
     fold_batchnorm_(fp32)
-    x_all = torch.from_numpy(np.concatenate(calib))
+    x_all = torch.from_numpy(_stack_padded(calib))
     with torch.no_grad():
         logits = torch.cat([fp32(x_all[i:i + _BATCH]) for i in range(0, len(x_all), _BATCH)])
     soft = torch.softmax(logits / config.temperature, 1)

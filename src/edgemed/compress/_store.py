@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from edgemed._atomic import atomic_file
-from edgemed.artifacts import sha256_file
+from edgemed.artifacts import ShardEntry, ShardRecord, StoreHeader, TeacherStoreIndex, combined_sha256, sha256_file
 from edgemed.compress._progress import progress_bar
-from edgemed.errors import ConfigError, EdgemedWarning, InputError
+from edgemed.errors import ArtifactError, ConfigError, EdgemedWarning, InputError
 from edgemed.io import Volume, load_label_map, read_volume
 
 __all__ = ["TeacherStore", "TeacherStoreConfig", "precompute_teacher"]
@@ -101,11 +101,10 @@ def precompute_teacher(scans: Sequence[str | os.PathLike[str] | Volume], teacher
 def _precompute(scans, teacher, root: Path, config: TeacherStoreConfig, progress: bool, ctx) -> TeacherStore:  # type: ignore[no-untyped-def]
     label_map = load_label_map(config.label_map)
     ids = label_map.resolve(config.organs)
-    header = {"organs": [{"label_id": int(i), "name": label_map.name_of(i)} for i in ids],
-              "label_map": label_map.name, "temperature": float(config.temperature), "dtype": config.dtype,
-              "teacher": dict(teacher.identity())}
+    header = StoreHeader(organs=tuple((int(i), label_map.name_of(i)) for i in ids), label_map=label_map.name,
+                         temperature=float(config.temperature), dtype=config.dtype, teacher=dict(teacher.identity()))
     if (root / _INDEX).is_file():
-        _check_header(root, _read_json(root / _INDEX)["header"], header)
+        _check_header(root, _read_index(root).header, header)
     if ctx.is_main and ctx.world_size > len(scans):
         warnings.warn(f"{ctx.world_size} processes for {len(scans)} scan(s): processes {len(scans)}…"
                       f"{ctx.world_size - 1} have nothing to compute and only wait.", EdgemedWarning, stacklevel=3)
@@ -128,12 +127,12 @@ def _precompute(scans, teacher, root: Path, config: TeacherStoreConfig, progress
         with atomic_file(shards / f"{key}.npz") as tmp:
             with open(tmp, "wb") as fh:  # a file object: savez_compressed would append .npz to a path
                 np.savez_compressed(fh, **arrays)
-        record = {"scan": _scan_name(scan, volume, i), "scan_sha256": sha, "shape": list(volume.shape),
-                  "organs": header["organs"], "soft": soft, "dtype": config.dtype if soft else None,
-                  "shard": f"{key}.npz", "shard_sha256": sha256_file(shards / f"{key}.npz"), "header": header,
-                  "computed_by_rank": ctx.rank}
+        record = ShardRecord(scan=_scan_name(scan, volume, i), scan_sha256=sha, shape=tuple(volume.shape),
+                             organs=StoreHeader.to_json(header)["organs"], soft=soft,
+                             dtype=config.dtype if soft else None, shard=f"{key}.npz",
+                             shard_sha256=sha256_file(shards / f"{key}.npz"), header=header, computed_by_rank=ctx.rank)
         with atomic_file(shards / f"{key}.json") as tmp:
-            tmp.write_text(json.dumps(record, indent=1) + "\n")
+            tmp.write_text(json.dumps(record.to_json(), indent=1) + "\n")
         finished.append((i, key, True))
     # Each process checked or wrote its own shards; rank 0 indexes their records without hashing again.
     everyone = [item for part in ctx.all_gather_object(finished) for item in part]
@@ -144,13 +143,13 @@ def _precompute(scans, teacher, root: Path, config: TeacherStoreConfig, progress
             if i not in keys:
                 raise InputError(f"the shard of scan {i} ({_scan_name(scan, None, i)}) is missing after the run; "
                                  "a process failed: rerun the same command to compute what is missing.")
-            record = _read_json(shards / f"{keys[i]}.json")
-            entries.append({k: record[k] for k in ("scan", "scan_sha256", "shape", "soft", "shard", "shard_sha256")})
+            entries.append(_parse(ShardRecord, _read_json(shards / f"{keys[i]}.json"), shards).entry())
         computed = sum(now for _, _, now in everyone)
-        index = {"kind": "teacher_store", "schema": STORE_SCHEMA, "header": header, "shards": entries,
-                 "last_run": {"computed": computed, "skipped": len(everyone) - computed, "processes": ctx.world_size}}
+        index = TeacherStoreIndex(schema=STORE_SCHEMA, header=header, shards=tuple(entries),
+                                  last_run={"computed": computed, "skipped": len(everyone) - computed,
+                                            "processes": ctx.world_size})
         with atomic_file(root / _INDEX) as tmp:
-            tmp.write_text(json.dumps(index, indent=1) + "\n")
+            tmp.write_text(json.dumps(index.to_json(), indent=1) + "\n")
     ctx.barrier()
     return TeacherStore.open(root)
 
@@ -163,10 +162,10 @@ class TeacherStore:
         >>> probs, mask, soft = store.read("ct/case1.nii.gz", read_volume("ct/case1.nii.gz"))
     """
 
-    def __init__(self, root: Path, index: dict[str, Any]) -> None:
+    def __init__(self, root: Path, index: TeacherStoreIndex) -> None:
         self.root = root
         self.index = index
-        self._by_sha = {e["scan_sha256"]: e for e in index["shards"]}
+        self._by_sha = {e.scan_sha256: e for e in index.shards}
 
     @classmethod
     def open(cls, root: str | os.PathLike[str]) -> TeacherStore:
@@ -179,21 +178,18 @@ class TeacherStore:
         if not (root / _INDEX).is_file():
             raise InputError(f"{root} is not a teacher store (no {_INDEX}); fill it first: edgemed precompute "
                              f"--scans … --teacher … --organ … --out {root}")
-        index = _read_json(root / _INDEX)
-        if index.get("kind") != "teacher_store" or index.get("schema") != STORE_SCHEMA:
-            raise InputError(f"{root / _INDEX} is not a teacher store index of schema {STORE_SCHEMA}; refill it.")
-        return cls(root, index)
+        return cls(root, _read_index(root))
 
     @property
-    def header(self) -> dict[str, Any]:
+    def header(self) -> StoreHeader:
         """Organs, label map, temperature, precision and teacher identity the store was filled with."""
-        return self.index["header"]
+        return self.index.header
 
     def identity(self) -> dict[str, object]:
         """The teacher's identity (its sha256 stays the lineage parent), plus the store's name and digest."""
-        digest = hashlib.sha256("".join(sorted(e["shard_sha256"] for e in self.index["shards"])).encode()).hexdigest()
-        return {**self.header["teacher"], "store": {"name": self.root.name, "digest": digest,
-                                                     "shards": len(self.index["shards"])}}
+        digest = hashlib.sha256("".join(sorted(e.shard_sha256 for e in self.index.shards)).encode()).hexdigest()
+        return {**self.header.teacher, "store": {"name": self.root.name, "digest": digest,
+                                                 "shards": len(self.index.shards)}}
 
     def check_matches(self, ids: Sequence[int], label_map: str, temperature: float) -> None:
         """Refuse a distillation the store was not filled for (other organs, or another temperature).
@@ -201,16 +197,16 @@ class TeacherStore:
         Raises:
             ConfigError: Says which and how to refill.
         """
-        stored = [o["label_id"] for o in self.header["organs"]]
-        names = ", ".join(o["name"] for o in self.header["organs"])
+        stored = [i for i, _ in self.header.organs]
+        names = ", ".join(n for _, n in self.header.organs)
         if stored != [int(i) for i in ids]:
             raise ConfigError(f"{self.root} holds the teacher's outputs for {names} (label ids {stored}); this run asks "
                               f"for label ids {list(ids)} of {label_map}. Fill a store for these organs: edgemed "
                               "precompute --scans … --teacher … --organ … --out <new store>.")
-        soft = any(e["soft"] for e in self.index["shards"])
-        if soft and abs(float(self.header["temperature"]) - float(temperature)) > 1e-9:
-            raise ConfigError(f"{self.root} stores probabilities at temperature {self.header['temperature']}; this run "
-                              f"uses {temperature}. Distill with --temperature {self.header['temperature']}, or refill "
+        soft = any(e.soft for e in self.index.shards)
+        if soft and abs(self.header.temperature - float(temperature)) > 1e-9:
+            raise ConfigError(f"{self.root} stores probabilities at temperature {self.header.temperature}; this run "
+                              f"uses {temperature}. Distill with --temperature {self.header.temperature}, or refill "
                               "a store at this temperature (edgemed precompute --temperature …).")
 
     def read(self, scan: str | os.PathLike[str] | Volume, volume: Volume) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -225,27 +221,27 @@ class TeacherStore:
         if entry is None:
             raise InputError(f"{self.root} has no shard for scan {name} (sha256 {sha[:12]}…); add it with edgemed "
                              f"precompute --scans … --out {self.root} (finished shards are skipped).")
-        path = self.root / "shards" / entry["shard"]
-        if not path.is_file() or sha256_file(path) != entry["shard_sha256"]:
+        path = self.root / "shards" / entry.shard
+        if not path.is_file() or sha256_file(path) != entry.shard_sha256:
             raise InputError(f"shard {path} of scan {name} is missing or damaged (sha256 differs from the index); "
                              "delete it and rerun edgemed precompute with the same options to recompute it.")
         try:
             with np.load(path, allow_pickle=False) as data:
                 mask = data["mask"]
-                stored = data["probabilities"] if entry["soft"] else None
+                stored = data["probabilities"] if entry.soft else None
         except (OSError, ValueError, KeyError) as err:
             raise InputError(f"shard {path} cannot be read ({err}); delete it and rerun edgemed precompute.") from err
         if tuple(mask.shape) != tuple(volume.shape):
             raise InputError(f"shard {path} is {tuple(mask.shape)} but scan {name} is {tuple(volume.shape)}; "
                              "the store belongs to other scans.")
-        k = 1 + len(self.header["organs"])
+        k = 1 + len(self.header.organs)
         if stored is None:
             probs = np.zeros((k, *mask.shape), np.float32)
             for c in range(k):
                 probs[c] = mask == c
         else:
             probs = _decode(stored)
-        return probs, mask, bool(entry["soft"])
+        return probs, mask, entry.soft
 
 
 def scan_sha256(scan: str | os.PathLike[str] | Volume) -> str:
@@ -256,8 +252,6 @@ def scan_sha256(scan: str | os.PathLike[str] | Volume) -> str:
         return digest.hexdigest()
     path = Path(scan)
     if path.is_dir():
-        from edgemed.models.teachers._files import combined_sha256
-
         files = sorted(p for p in path.rglob("*") if p.is_file())
         if not files:
             raise InputError(f"{path} is an empty folder; give a NIfTI file or a DICOM series folder.")
@@ -301,27 +295,43 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise InputError(f"{path} cannot be read ({err}); delete it and rerun edgemed precompute.") from err
 
 
-def _valid_record(shards: Path, key: str, sha: str, header: dict[str, Any]) -> dict[str, Any] | None:
+def _read_index(root: Path) -> TeacherStoreIndex:
+    raw = _read_json(root / _INDEX)
+    if not isinstance(raw, dict) or raw.get("kind") != "teacher_store" or raw.get("schema") != STORE_SCHEMA:
+        raise InputError(f"{root / _INDEX} is not a teacher store index of schema {STORE_SCHEMA}; refill it.")
+    return _parse(TeacherStoreIndex, raw, root)
+
+
+def _parse(record: Any, raw: Any, where: Path) -> Any:
+    try:
+        return record.from_json(raw)
+    except ArtifactError as err:
+        raise InputError(f"{where}: {err} Delete it and rerun edgemed precompute.") from err
+
+
+def _valid_record(shards: Path, key: str, sha: str, header: StoreHeader) -> ShardRecord | None:
     """The shard's record when shard and record are whole and match this scan and store; else None."""
     record_path, shard = shards / f"{key}.json", shards / f"{key}.npz"
     if not (record_path.is_file() and shard.is_file()):
         return None
     try:
-        record = json.loads(record_path.read_text())
-    except (OSError, ValueError):
+        record = ShardRecord.from_json(json.loads(record_path.read_text()))
+    except (OSError, ValueError, ArtifactError):
         return None
-    if record.get("scan_sha256") != sha or record.get("header") != header:
+    if record.scan_sha256 != sha or record.header != header:
         return None
-    if sha256_file(shard) != record.get("shard_sha256"):
+    if sha256_file(shard) != record.shard_sha256:
         warnings.warn(f"shard {shard.name} is damaged (sha256 differs from its record); recomputing it.",
                       EdgemedWarning, stacklevel=4)
         return None
     return record
 
 
-def _check_header(root: Path, stored: dict[str, Any], header: dict[str, Any]) -> None:
-    differ = [k for k in header if stored.get(k) != header[k]]
+def _check_header(root: Path, stored: StoreHeader, header: StoreHeader) -> None:
+    old, new = stored.to_json(), header.to_json()
+    differ = [k for k in new if old.get(k) != new[k]]
     if differ:
-        raise ConfigError(f"{root} was filled with other {', '.join(differ)} ({', '.join(f'{k}={stored.get(k)!r}' for k in differ)}); "
+        raise ConfigError(f"{root} was filled with other {', '.join(differ)} "
+                          f"({', '.join(f'{k}={old.get(k)!r}' for k in differ)}); "
                           "a store holds one teacher's outputs for one set of organs. Use another --out, or delete "
                           f"{root} to refill it.")

@@ -15,8 +15,9 @@ from edgemed.export._config import MIN_OPSET, OnnxExportConfig
 from edgemed.export._onnx import INPUT_NAME, OUTPUT_NAME, to_onnx
 from edgemed.export._trt import (build_engine, check_engine_compatible, parse_layer_precisions, timing_cache_sha256,
                                  write_engine_bundle)
-from edgemed.export._trt_config import ShapeProfile, TrtBuildConfig, derive_shape_profiles
-from edgemed.runtime._bundle import EngineBundle, OnnxBundle
+from edgemed.export._trt_config import (ShapeProfile, TrtBuildConfig, check_build_request, derive_shape_profiles,
+                                        shape_profiles_json)
+from edgemed.artifacts import EngineBundle, OnnxBundle
 
 __all__ = [
     "INPUT_NAME",
@@ -29,8 +30,10 @@ __all__ = [
     "TrtBuildConfig",
     "build_engine",
     "check_engine_compatible",
+    "check_build_request",
     "derive_shape_profiles",
     "parse_layer_precisions",
+    "shape_profiles_json",
     "timing_cache_sha256",
     "to_onnx",
     "write_engine_bundle",

@@ -11,12 +11,11 @@ from types import ModuleType
 from typing import Any
 
 from edgemed._deps import require
-from edgemed.artifacts import StudentCheckpoint, write_artifact
+from edgemed.artifacts import (BUNDLE_KIND, BUNDLE_SCHEMA, MODEL_FILE, BundleMeta, OnnxBundle, StudentCheckpoint,
+                               StudentSummary, TensorSpec, write_artifact)
 from edgemed.errors import BackendError
 from edgemed.export._config import OnnxExportConfig
 from edgemed.export._parity import check_parity, measure_parity, parity_volumes
-from edgemed.runtime._bundle import BUNDLE_KIND, BUNDLE_SCHEMA, MODEL_FILE, OnnxBundle
-from edgemed.runtime._types import TensorSpec
 from edgemed.runtime.backends.ort import OrtSession
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "to_onnx"]
@@ -87,7 +86,7 @@ def to_onnx(student: StudentCheckpoint | str | os.PathLike[str], out: str | os.P
     metadata = _metadata(ckpt, model, config, parity.to_json(max_abs_logit_diff=config.max_abs_logit_diff,
                                                              min_mask_dice=config.min_mask_dice), torch, onnx)
     write_artifact(out, kind=BUNDLE_KIND, schema_version=BUNDLE_SCHEMA, payload={MODEL_FILE: model_bytes},
-                   metadata=metadata, parent=ckpt.manifest.digest)
+                   metadata=metadata.to_json(), parent=ckpt.manifest.digest)
     return OnnxBundle.load(out)
 
 
@@ -147,44 +146,32 @@ def _to_fp16(model: Any) -> Any:
                            "export fp32 and let TensorRT build fp16 from it.") from err
 
 
-def _tensor_specs(onnx: ModuleType, values: Any) -> list[dict[str, Any]]:
+def _tensor_specs(onnx: ModuleType, values: Any) -> tuple[TensorSpec, ...]:
     specs = []
     for value in values:
         t = value.type.tensor_type
         shape = tuple(d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in t.shape.dim)
         dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
-        specs.append(TensorSpec(value.name, dtype, shape).to_json())
-    return specs
+        specs.append(TensorSpec(value.name, dtype, shape))
+    return tuple(specs)
 
 
 def _metadata(ckpt: StudentCheckpoint, model: Any, config: OnnxExportConfig, parity: dict[str, Any],
-              torch: ModuleType, onnx: ModuleType) -> dict[str, Any]:
-    meta = ckpt.metadata
+              torch: ModuleType, onnx: ModuleType) -> BundleMeta:
+    meta = ckpt.meta
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), config.opset)
     arch = ckpt.architecture
     versions = {"torch": torch.__version__, "onnx": onnx.__version__}
     if config.simplify:
         versions["onnxslim"] = require("onnxslim").__version__
-    return {
-        "format": "onnx",
-        "model": MODEL_FILE,
-        "precision": config.precision,
-        "opset": int(opset),
-        "inputs": _tensor_specs(onnx, model.graph.input),
-        "outputs": _tensor_specs(onnx, model.graph.output),
-        "preprocess": ckpt.preprocess.to_json(),
-        "postprocess": ckpt.postprocess.to_json(),
-        "organs": [o.to_json() for o in ckpt.organs],
-        "label_map": str(meta.get("label_map", {}).get("name", "")),
-        "parity": parity,
-        "student": {
-            "digest": ckpt.manifest.digest,
-            "arch": arch.get("arch"),
-            "architecture": arch,
-            "parameters": meta.get("training", {}).get("parameters"),
-            "validation_dice": dict(meta.get("validation", {}).get("dice", {})),
-            "teacher": meta.get("teacher"),
-        },
-        "export": {"exporter": "torch.onnx (TorchScript)", "dynamic_batch": config.dynamic_batch,
-                   "simplified": config.simplify, "nodes": len(model.graph.node), "versions": versions},
-    }
+    return BundleMeta(
+        format="onnx", model=MODEL_FILE, precision=config.precision, opset=int(opset),
+        inputs=_tensor_specs(onnx, model.graph.input), outputs=_tensor_specs(onnx, model.graph.output),
+        preprocess=ckpt.preprocess, postprocess=ckpt.postprocess, organs=ckpt.organs,
+        label_map=meta.label_map_name, parity=parity,
+        student=StudentSummary(digest=ckpt.manifest.digest, arch=arch.get("arch"), architecture=arch,
+                               parameters=meta.training.parameters, validation_dice=dict(meta.validation.dice),
+                               teacher=meta.teacher),
+        export={"exporter": "torch.onnx (TorchScript)", "dynamic_batch": config.dynamic_batch,
+                "simplified": config.simplify, "nodes": len(model.graph.node), "versions": versions},
+    )

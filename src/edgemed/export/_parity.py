@@ -10,8 +10,8 @@ import numpy as np
 
 from edgemed.artifacts import OrganChannel, PreprocessSpec
 from edgemed.errors import ParityError
-from edgemed.io import Volume, context_stack, prepare_volume, read_volume
-from edgemed.runtime import Session
+from edgemed.io import Volume, prepare_volume, read_volume
+from edgemed.runtime import Session, iter_slice_batches
 
 __all__ = ["ParityResult", "check_parity", "measure_parity", "parity_volumes"]
 
@@ -67,19 +67,15 @@ def measure_parity(net: Any, session: Session, volumes: Sequence[Volume], spec: 
     result = ParityResult(backend=getattr(session, "description", type(session).__name__))
     inter = dict.fromkeys((o.name for o in organs), 0)
     total = dict.fromkeys((o.name for o in organs), 0)
-    step = batch or 8
     for vol_index, volume in enumerate(volumes):
         source = volume.source or f"volume {vol_index}"
         result.volumes.append(source)
         image, geom = prepare_volume(volume, spec)
         ks = np.unique(np.linspace(0, image.shape[0] - 1, min(max_slices, image.shape[0])).round().astype(int))
         (ox, oy), (rx, ry) = geom.offset_xy, geom.resampled_xy
-        for first in range(0, len(ks), step):
-            chunk = ks[first:first + step]
-            x = np.ascontiguousarray(context_stack(image, chunk, spec.context_slices, step=geom.context_step),
-                                     dtype=np.float32)
-            if batch and len(chunk) < batch:
-                x = np.concatenate([x, np.repeat(x[-1:], batch - len(chunk), axis=0)])
+        # both models see the very same (padded) batches, so per-batch logits compare directly
+        for chunk, x in iter_slice_batches(image, ks, context=spec.context_slices, step=geom.context_step,
+                                           batch_size=8, fixed_batch=batch):
             with torch.inference_mode():
                 ref = net(torch.from_numpy(x)).numpy()[: len(chunk)]
             got = session.run({name_in: x})[name_out][: len(chunk)]

@@ -19,12 +19,12 @@ from types import ModuleType
 from typing import Any
 
 from edgemed._atomic import atomic_file
-from edgemed.artifacts import write_artifact
+from edgemed.artifacts import (ENGINE_FILE, ENGINE_KIND, ENGINE_SCHEMA, EngineBundle, EngineMeta, OnnxBundle,
+                               write_artifact)
 from edgemed.errors import ArtifactError, BackendError, CompatibilityError, EdgemedWarning
 from edgemed.export._trt_config import (ShapeProfile, TrtBuildConfig, check_build_request, derive_shape_profiles,
                                         shape_profiles_json)
 from edgemed.profiles import Precision, TargetProfile
-from edgemed.runtime._bundle import ENGINE_FILE, ENGINE_KIND, ENGINE_SCHEMA, EngineBundle, OnnxBundle
 from edgemed.runtime.backends.trt import (check_engine_compatible, import_cudart, import_tensorrt, local_gpu_facts,
                                           trt_logger, version_tuple)
 
@@ -124,18 +124,11 @@ def timing_cache_sha256(data: bytes) -> str:
 def engine_metadata(bundle: OnnxBundle, target: TargetProfile, config: TrtBuildConfig,
                     profiles: Mapping[str, ShapeProfile], *, local: Mapping[str, Any], precision_built: Precision,
                     fallback_reason: str | None, builder_flags: list[str], layer_precisions: Mapping[str, str],
-                    timing_cache: bytes | None, build_seconds: float) -> dict[str, Any]:
+                    timing_cache: bytes | None, build_seconds: float) -> EngineMeta:
     """The engine bundle's manifest metadata: the build and the host it ran on, plus the ONNX
     bundle's runtime metadata (inputs, outputs, preprocessing, organs, label map)."""
-    meta = bundle.metadata
-    return {
-        "format": "tensorrt",
-        "model": ENGINE_FILE,
-        "precision": precision_built.value,
-        "precision_requested": config.precision.value,
-        "precision_built": precision_built.value,
-        "fallback": None if fallback_reason is None else {"from": config.precision.value, "to": precision_built.value,
-                                                          "reason": fallback_reason},
+    meta = bundle.meta
+    build = {
         "tensorrt_version": str(local["tensorrt_version"]),
         "cuda_version": local.get("cuda_runtime"),
         "cuda_driver": local.get("cuda_driver"),
@@ -159,14 +152,18 @@ def engine_metadata(bundle: OnnxBundle, target: TargetProfile, config: TrtBuildC
                    "jetpack": target.jetpack, "tensorrt": target.tensorrt},
         "onnx_bundle": {"digest": bundle.manifest.digest, "path": str(bundle.path), "precision": bundle.precision,
                         "opset": bundle.opset, "parity": bundle.parity},
-        "preferred_backend": "trt",
-        **{k: meta[k] for k in ("inputs", "outputs", "preprocess", "postprocess", "organs", "label_map", "student")
-           if k in meta},
     }
+    return EngineMeta.from_json({
+        "format": "tensorrt", "model": ENGINE_FILE, "precision": precision_built.value,
+        "precision_requested": config.precision.value, "precision_built": precision_built.value,
+        "fallback": None if fallback_reason is None else {"from": config.precision.value, "to": precision_built.value,
+                                                          "reason": fallback_reason},
+        **build, "preferred_backend": "trt", **meta.runtime_json(),
+    })
 
 
-def write_engine_bundle(out: str | os.PathLike[str], *, plan: bytes, metadata: Mapping[str, Any], parent: str,
-                        timing_cache: bytes | None = None) -> EngineBundle:
+def write_engine_bundle(out: str | os.PathLike[str], *, plan: bytes, metadata: EngineMeta | Mapping[str, Any],
+                        parent: str, timing_cache: bytes | None = None) -> EngineBundle:
     """Write an engine bundle atomically: `model.engine` (the raw plan), optionally the timing cache,
     and the manifest; return it opened (every hash checked).
 
@@ -175,15 +172,17 @@ def write_engine_bundle(out: str | os.PathLike[str], *, plan: bytes, metadata: M
     """
     if not plan:
         raise ArtifactError("the serialized engine is empty; the TensorRT build failed.")
-    missing = [k for k in ("tensorrt_version", "compute_capability", "shape_profiles", "inputs", "outputs",
-                           "preprocess", "organs") if k not in metadata]
-    if missing:
-        raise ArtifactError(f"engine metadata lacks {missing}; build it with edgemed.export.build_engine.")
+    if not isinstance(metadata, EngineMeta):
+        try:
+            metadata = EngineMeta.from_json(metadata)
+        except ArtifactError as err:
+            raise ArtifactError(f"engine metadata is incomplete ({err}); build it with "
+                                "edgemed.export.build_engine.") from err
     payload: dict[str, bytes | Path] = {ENGINE_FILE: bytes(plan)}
     if timing_cache is not None:
         payload[TIMING_CACHE_FILE] = bytes(timing_cache)
-    write_artifact(out, kind=ENGINE_KIND, schema_version=ENGINE_SCHEMA, payload=payload, metadata=metadata,
-                   parent=parent)
+    write_artifact(out, kind=ENGINE_KIND, schema_version=ENGINE_SCHEMA, payload=payload,
+                   metadata=metadata.to_json(), parent=parent)
     return EngineBundle.load(out)
 
 
@@ -248,7 +247,7 @@ def build_engine(onnx_bundle: OnnxBundle | str | os.PathLike[str], target: Targe
         >>> from edgemed.export import TrtBuildConfig, build_engine
         >>> engine = build_engine("out/liver.edgemed", "jetson-orin-nx-16gb",
         ...                       TrtBuildConfig(precision="fp16"), "out/liver-orin.engine.d")
-        >>> engine.precision, engine.metadata["layer_precision_counts"]
+        >>> engine.precision, engine.meta.layer_precision_counts
         ('fp16', {'fp16': 38, 'fp32': 2})
     """
     bundle = onnx_bundle if isinstance(onnx_bundle, OnnxBundle) else OnnxBundle.load(onnx_bundle)

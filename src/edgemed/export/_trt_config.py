@@ -15,7 +15,7 @@ from typing import Any, Union
 
 from edgemed.errors import ArtifactError, ConfigError
 from edgemed.profiles import Accelerator, Precision, TargetProfile
-from edgemed.runtime._bundle import OnnxBundle
+from edgemed.artifacts import OnnxBundle
 from edgemed.runtime.backends.trt import version_tuple
 
 __all__ = ["BATCH_RANGE", "FOV_MM", "ShapeProfile", "TrtBuildConfig", "check_build_request", "count_quantize_nodes",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgemed.artifacts._specs import PreprocessSpec
+from edgemed.artifacts import PreprocessSpec
 from edgemed.io._body import body_box
 from edgemed.io._resample import resample_array
 from edgemed.io._volume import Volume

@@ -32,6 +32,7 @@ from edgemed.measure._gate_measure import PHANTOM_SOURCE, measure, read_inputs
 from edgemed.measure._gate_types import BundleIdentity, GateInputs, Measurement, ScanIdentity
 from edgemed.measure._host import get_target, host_profile, measure_memory_bandwidth_gbs
 from edgemed.measure._junit import junit_xml, write_junit_xml
+from edgemed.measure._overlay import draw_overlay
 from edgemed.measure._predict import (CALIBRATIONS_DIR, DEFAULT_CALIBRATIONS, Calibration, GraphCost, LatencyPrediction,
                                       fit_calibration, graph_cost, load_calibration, predict_bundle, predict_latency,
                                       shipped_calibrations)
@@ -80,6 +81,7 @@ __all__ = [
     "conv_model_bytes",
     "count_flops",
     "count_parameters",
+    "draw_overlay",
     "fit_calibration",
     "get_target",
     "graph_cost",

@@ -161,7 +161,7 @@ def _backend_name(opened: Any, requested: str) -> str:
 
     if isinstance(opened, EngineBundle):
         return "trt"
-    preferred = opened.metadata.get("preferred_backend")
+    preferred = opened.meta.preferred_backend
     return resolve_backend(requested, prefer=None if preferred == "trt" else preferred)
 
 

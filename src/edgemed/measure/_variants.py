@@ -117,14 +117,12 @@ def _detach_output(graph: Any) -> str:
 
 
 def _write(src: Any, model: Any, out: PathLike, record: dict[str, Any]) -> Any:
-    from edgemed.artifacts import write_artifact
-    from edgemed.runtime import BUNDLE_KIND, BUNDLE_SCHEMA, OnnxBundle
+    from edgemed.artifacts import BUNDLE_KIND, BUNDLE_SCHEMA, OnnxBundle, write_artifact
 
     onnx = require("onnx")
     onnx.checker.check_model(model, full_check=True)
-    metadata = dict(src.metadata)
-    metadata["variant"] = {**record, "of": src.manifest.digest, "of_name": src.path.name}
+    metadata = src.meta.with_(variant={**record, "of": src.manifest.digest, "of_name": src.path.name})
     write_artifact(out, kind=BUNDLE_KIND, schema_version=BUNDLE_SCHEMA,
-                   payload={str(src.metadata["model"]): model.SerializeToString()}, metadata=metadata,
+                   payload={src.meta.model: model.SerializeToString()}, metadata=metadata.to_json(),
                    parent=src.manifest.digest)
     return OnnxBundle.load(out)

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 __all__ = ["STUDENTS", "Ensemble", "StudentInfo", "StudentSpec", "create_student", "list_students", "load_student", "resize_to_state",
-           "predict_volume", "student_payload"]
+           "predict_slices", "predict_volume", "student_payload"]
 
 _LAZY = {
     "STUDENTS": "edgemed.models._zoo",
@@ -21,6 +21,7 @@ _LAZY = {
     "list_students": "edgemed.models._zoo",
     "load_student": "edgemed.models._student_io",
     "resize_to_state": "edgemed.models._student_io",
+    "predict_slices": "edgemed.models._predict",
     "predict_volume": "edgemed.models._predict",
     "student_payload": "edgemed.models._student_io",
 }

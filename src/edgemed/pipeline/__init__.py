@@ -7,7 +7,7 @@ Imports no torch until a stage runs.
 
 Example:
     >>> from edgemed.pipeline import load_recipe, run_recipe
-    >>> result = run_recipe(load_recipe("benchmarks/recipes/totalseg_4organs.toml"), out="runs/4organs")
+    >>> result = run_recipe(load_recipe("benchmarks/suite/recipes/totalseg_4organs.toml"), out="runs/4organs")
     >>> [(o.organ, o.chosen.name) for o in result.organs]
 """
 

@@ -259,7 +259,7 @@ def load_recipe(path: str | os.PathLike[str]) -> RecipeConfig:
         ConfigError: Unknown keys or invalid values.
 
     Example:
-        >>> recipe = load_recipe("benchmarks/recipes/totalseg_4organs.toml")
+        >>> recipe = load_recipe("benchmarks/suite/recipes/totalseg_4organs.toml")
         >>> recipe.organs
         ('liver', 'spleen', 'kidney_left', 'kidney_right')
     """
@@ -271,7 +271,7 @@ def load_recipe(path: str | os.PathLike[str]) -> RecipeConfig:
     try:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
-        raise InputError(f"recipe {file} not found; see benchmarks/recipes/ for an example.") from err
+        raise InputError(f"recipe {file} not found; see benchmarks/suite/recipes/ for an example.") from err
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"{file} is not valid TOML: {err}") from err
     return recipe_from_dict(raw, base_dir=file.resolve().parent)

@@ -114,7 +114,7 @@ def run_recipe(recipe: RecipeConfig, *, out: str | os.PathLike[str] | None = Non
 def _recipe_json(recipe: RecipeConfig) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from edgemed.io._deid import redacted_path
+    from edgemed.io import redacted_path
 
     raw = asdict(recipe)
     # Recorded, not re-read: DICOM folders named after the patient are recorded redacted.

@@ -67,7 +67,7 @@ def prune_stage(cache: StageCache, recipe: RecipeConfig, organs: tuple[str, ...]
         import shutil
 
         shutil.rmtree(tmp / "pruned")
-        return {**_student_summary(tuned), "pruning": tuned.metadata.get("pruning", pruned.metadata.get("pruning"))}
+        return {**_student_summary(tuned), "pruning": tuned.meta.pruning or pruned.meta.pruning}
 
     return cache.run("prune", config, inputs, work, organ="+".join(organs))
 
@@ -82,11 +82,10 @@ def _finetune_config(base: Any, recipe: RecipeConfig, organs: tuple[str, ...], e
 
 
 def _student_summary(ckpt: Any) -> dict[str, Any]:
-    validation = ckpt.metadata.get("validation", {})
-    per_scan = validation.get("per_scan") or [{}]
-    training = ckpt.metadata.get("training", {})
-    return {"digest": ckpt.manifest.digest, "parent": ckpt.manifest.parent, "dice": validation.get("dice", {}),
-            "holdout_slices": per_scan[0].get("holdout_slices"), "parameters": training.get("parameters")}
+    validation = ckpt.meta.validation
+    per_scan = validation.per_scan or [{}]
+    return {"digest": ckpt.manifest.digest, "parent": ckpt.manifest.parent, "dice": dict(validation.dice),
+            "holdout_slices": per_scan[0].get("holdout_slices"), "parameters": ckpt.meta.training.parameters}
 
 
 def export_stage(cache: StageCache, student: StageResult, organs: tuple[str, ...], recipe: RecipeConfig) -> StageResult:

@@ -14,11 +14,12 @@ Example:
 
 from __future__ import annotations
 
-from edgemed.runtime._bundle import BUNDLE_KIND, BUNDLE_SCHEMA, ENGINE_KIND, EngineBundle, OnnxBundle, open_bundle
+from edgemed.artifacts import BUNDLE_KIND, BUNDLE_SCHEMA, ENGINE_KIND, EngineBundle, OnnxBundle, TensorSpec, open_bundle
 from edgemed.runtime._host import physical_cores
+from edgemed.runtime._infer import infer_slices, infer_volume, iter_slice_batches
 from edgemed.runtime._postprocess import component_labels, largest_component
 from edgemed.runtime._segmenter import Segmenter, load
-from edgemed.runtime._types import Session, StageTimings, TensorSpec
+from edgemed.runtime._types import Session, StageTimings
 from edgemed.runtime.backends import BACKENDS, open_session
 
 __all__ = [
@@ -33,6 +34,9 @@ __all__ = [
     "StageTimings",
     "TensorSpec",
     "component_labels",
+    "infer_slices",
+    "infer_volume",
+    "iter_slice_batches",
     "largest_component",
     "load",
     "open_bundle",

@@ -12,9 +12,10 @@ import numpy as np
 
 from edgemed.artifacts import OrganChannel, verify_artifact
 from edgemed.errors import ArtifactError, ConfigError, InputError
-from edgemed.io import Volume, context_stack, from_student_grid, prepare_volume
-from edgemed.runtime._bundle import EngineBundle, OnnxBundle, open_bundle
-from edgemed.runtime._postprocess import label_map_from_probabilities, softmax
+from edgemed.io import Volume
+from edgemed.artifacts import EngineBundle, OnnxBundle, open_bundle
+from edgemed.runtime._infer import infer_volume
+from edgemed.runtime._postprocess import label_map_from_probabilities
 from edgemed.runtime._types import Session, StageTimings
 from edgemed.runtime.backends import open_session, resolve_backend
 
@@ -72,7 +73,7 @@ def load(bundle: str | os.PathLike[str] | OnnxBundle, *, backend: str = "auto", 
     elif opened.format != "onnx":
         raise ArtifactError(f"{opened.path} holds a {opened.format!r} model; this runtime runs ONNX bundles.")
     else:
-        preferred = opened.metadata.get("preferred_backend")
+        preferred = opened.meta.preferred_backend
         name = resolve_backend(backend, prefer=None if preferred == "trt" else preferred)
         if name == "trt":
             raise ConfigError(f"backend 'trt' runs TensorRT engines, and {opened.path} is an ONNX bundle. Build an "
@@ -192,33 +193,11 @@ class Segmenter:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} must be an integer >= 1, e.g. 16.")
         _check_volume(volume, self._spec.modality)
-        batch = self._fixed_batch or int(batch_size)
-        image, geom = prepare_volume(volume, self._spec)
         t = {"preprocess": time.perf_counter() - start, "inference": 0.0, "postprocess": 0.0, "batches": 0,
-             "slices": int(image.shape[0])}
-        depth = image.shape[0]
-        scores: np.ndarray | None = None
-        for first in range(0, depth, batch):
-            t0 = time.perf_counter()
-            ks = np.arange(first, min(first + batch, depth))
-            x = np.ascontiguousarray(context_stack(image, ks, self._spec.context_slices, step=geom.context_step),
-                                     dtype=np.float32)
-            if self._fixed_batch and len(ks) < batch:  # a fixed-batch model: pad the last batch, drop the padding
-                x = np.concatenate([x, np.repeat(x[-1:], batch - len(ks), axis=0)])
-            t1 = time.perf_counter()
-            logits = self.session.run({self._input.name: x})[self._output][: len(ks)]
-            t2 = time.perf_counter()
-            if scores is None:
-                scores = np.empty((depth, *logits.shape[1:]), dtype=np.float32)
-            scores[first:first + len(ks)] = softmax(logits, axis=1)
-            t["preprocess"] += t1 - t0
-            t["inference"] += t2 - t1
-            t["postprocess"] += time.perf_counter() - t2
-            t["batches"] += 1
-        assert scores is not None  # depth >= 1: Volume refuses empty arrays
-        t0 = time.perf_counter()
-        probs = from_student_grid(scores, geom)
-        t["postprocess"] += time.perf_counter() - t0
+             "slices": 0}
+        name_in, name_out = self._input.name, self._output
+        probs = infer_volume(lambda x: self.session.run({name_in: x})[name_out], volume, self._spec,
+                             batch_size=int(batch_size), fixed_batch=self._fixed_batch, timings=t)
         return probs, t, start
 
     def _record(self, t: dict[str, Any], start: float) -> None:

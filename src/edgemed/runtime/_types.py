@@ -4,48 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from edgemed.errors import ArtifactError, InputError
+from edgemed.artifacts import TensorSpec
+from edgemed.errors import InputError
 
-__all__ = ["Dim", "Session", "StageTimings", "TensorSpec", "check_feed"]
-
-# A dimension is a fixed size or a symbolic name ("batch", "height"); "?" when a backend gives no name.
-Dim = Union[int, str]
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, element type and shape of a model input or output.
-
-    Attributes:
-        name: The graph's tensor name, e.g. "image".
-        dtype: A numpy dtype name, e.g. "float32".
-        shape: Fixed sizes (int) and symbolic dimensions (str), e.g. ("batch", 3, "height", "width").
-    """
-
-    name: str
-    dtype: str
-    shape: tuple[Dim, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> "TensorSpec":
-        """Inverse of `to_json`.
-
-        Raises:
-            ArtifactError: A field is missing or malformed.
-        """
-        try:
-            shape = tuple(d if isinstance(d, str) else int(d) for d in raw["shape"])
-            return cls(name=str(raw["name"]), dtype=str(np.dtype(raw["dtype"])), shape=shape)
-        except (KeyError, TypeError, ValueError) as err:
-            raise ArtifactError(f"tensor spec {dict(raw)!r} is malformed ({err}); re-export the bundle.") from err
+__all__ = ["Session", "StageTimings", "TensorSpec", "check_feed"]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from edgemed.models.teachers._config import TeacherInputConfig
 from edgemed.models.teachers._output import TeacherOutput
 
 if TYPE_CHECKING:
-    from edgemed.io._volume import Volume
+    from edgemed.io import Volume
 
 __all__ = ["RunBatch", "normalise", "run_pipeline"]
 

@@ -21,7 +21,7 @@ from edgemed.models.teachers._output import TeacherOutput
 from edgemed.models.teachers._torch import torch_device
 
 if TYPE_CHECKING:
-    from edgemed.io._volume import Volume
+    from edgemed.io import Volume
 
 __all__ = ["NnUNetTeacher", "find_nnunet_folder"]
 

@@ -16,7 +16,7 @@ from edgemed.models.teachers._inference import run_pipeline
 from edgemed.models.teachers._output import TeacherOutput
 
 if TYPE_CHECKING:
-    from edgemed.io._volume import Volume
+    from edgemed.io import Volume
 
 __all__ = ["OnnxTeacher"]
 

@@ -11,7 +11,7 @@ import numpy as np
 from edgemed.errors import ConfigError
 
 if TYPE_CHECKING:
-    from edgemed.io._volume import Volume
+    from edgemed.io import Volume
 
 __all__ = ["Teacher", "TeacherOutput"]
 

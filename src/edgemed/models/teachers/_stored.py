@@ -22,7 +22,7 @@ from edgemed.models.teachers._files import combined_sha256, existing_file
 from edgemed.models.teachers._output import TeacherOutput
 
 if TYPE_CHECKING:
-    from edgemed.io._volume import Volume
+    from edgemed.io import Volume
 
 __all__ = ["StoredPredictions", "load_stored_prediction"]
 

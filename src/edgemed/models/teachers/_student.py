@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgemed.io._volume import Volume
+from edgemed.io import Volume
 from edgemed.models.teachers._output import TeacherOutput
 
 __all__ = ["StudentTeacher"]

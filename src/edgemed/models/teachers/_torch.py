@@ -22,7 +22,7 @@ from edgemed.models.teachers._output import TeacherOutput
 if TYPE_CHECKING:
     import torch
 
-    from edgemed.io._volume import Volume
+    from edgemed.io import Volume
 
 __all__ = ["ENTRY_POINT_PATTERN", "TorchTeacher", "load_state_dict_file", "torch_device"]
 

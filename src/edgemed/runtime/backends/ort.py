@@ -13,7 +13,8 @@ import numpy as np
 from edgemed._deps import require
 from edgemed.errors import BackendError
 from edgemed.runtime._host import physical_cores
-from edgemed.runtime._types import TensorSpec, check_feed
+from edgemed.artifacts import TensorSpec
+from edgemed.runtime._types import check_feed
 
 __all__ = ["OrtSession"]
 

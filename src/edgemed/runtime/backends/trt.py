@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import os
 import re
 import threading
@@ -24,7 +23,9 @@ import numpy as np
 from edgemed._deps import require
 from edgemed.errors import (ArtifactError, BackendError, CompatibilityError, ConfigError, InputError,
                             MissingDependencyError)
-from edgemed.runtime._types import TensorSpec, check_feed
+from edgemed.artifacts import (ENGINE_KIND, MANIFEST, EngineBuild, EngineBundle, EngineMeta, TensorSpec,
+                               read_manifest)
+from edgemed.runtime._types import check_feed
 
 __all__ = ["TrtSession", "check_engine_compatible", "fit_to_profile", "import_cudart", "import_tensorrt",
            "local_gpu_facts", "rebuild_command", "trt_logger", "version_tuple"]
@@ -118,19 +119,40 @@ def local_gpu_facts(trt: ModuleType, cudart: ModuleType) -> dict[str, Any]:
             "cuda_driver": f"{driver // 1000}.{driver % 1000 // 10}", "dla_cores": dla, "device": int(device)}
 
 
-def rebuild_command(meta: Mapping[str, Any], *, out: str | None = None) -> str:
-    """The `edgemed build` command that rebuilds an engine like the one `meta` (manifest metadata) describes."""
-    parent = meta.get("onnx_bundle", {}).get("path") or "BUNDLE"
-    parts = ["edgemed build", str(parent), "--target ID", f"--precision {meta.get('precision_requested', 'fp16')}"]
-    if meta.get("version_compatible"):
+def _build_facts(meta: EngineBuild | Mapping[str, Any], engine: str) -> EngineBuild:
+    """An engine's build facts, from the typed record or a manifest's metadata block."""
+    if isinstance(meta, EngineBuild):
+        return meta
+    try:
+        return EngineBuild.from_json(meta)
+    except ArtifactError as err:
+        raise ArtifactError(f"{engine}: the manifest lacks the TensorRT version or compute capability ({err}); "
+                            f"rebuild it: {_rebuild(None, None)}") from err
+
+
+def rebuild_command(meta: EngineBuild | Mapping[str, Any] | None, *, out: str | None = None) -> str:
+    """The `edgemed build` command that rebuilds an engine like the one `meta` (its build facts) describes."""
+    try:
+        facts = None if meta is None else _build_facts(meta, "this engine")
+    except ArtifactError:
+        facts = None
+    return _rebuild(facts, out)
+
+
+def _rebuild(facts: EngineBuild | None, out: str | None) -> str:
+    parent = ((facts.onnx_bundle or {}).get("path") if facts else None) or "BUNDLE"
+    precision = (facts.precision_requested if facts else None) or "fp16"
+    parts = ["edgemed build", str(parent), "--target ID", f"--precision {precision}"]
+    if facts is not None and facts.version_compatible:
         parts.append("--version-compatible")
-    if meta.get("dla_core") is not None:
-        parts.append(f"--dla-core {meta['dla_core']}")
+    if facts is not None and facts.dla_core is not None:
+        parts.append(f"--dla-core {facts.dla_core}")
     parts.append(f"--out {out or 'ENGINE_DIR'}")
     return " ".join(parts)
 
 
-def check_engine_compatible(meta: Mapping[str, Any], local: Mapping[str, Any], *, engine: str = "this engine") -> None:
+def check_engine_compatible(meta: EngineBuild | Mapping[str, Any], local: Mapping[str, Any], *,
+                            engine: str = "this engine") -> None:
     """Refuse an engine this host's TensorRT or GPU cannot run, before TensorRT tries.
 
     Rules (TensorRT's engine-compatibility documentation): a plan runs only on the TensorRT
@@ -140,8 +162,8 @@ def check_engine_compatible(meta: Mapping[str, Any], local: Mapping[str, Any], *
     "ampere_plus", which runs on any GPU of compute capability >= 8.0.
 
     Args:
-        meta: The engine bundle's manifest metadata (`tensorrt_version`, `compute_capability`,
-            `version_compatible`, `hardware_compatibility`, `dla_core`, ...).
+        meta: The engine's build facts (`EngineBundle.meta.build`), or its manifest's metadata block
+            (`tensorrt_version`, `compute_capability`, `version_compatible`, `hardware_compatibility`, ...).
         local: This host, as `local_gpu_facts` reports it (`tensorrt_version`, `compute_capability`,
             optionally `gpu_name`, `dla_cores`).
         engine: How to name the engine in the message (its directory name).
@@ -149,16 +171,16 @@ def check_engine_compatible(meta: Mapping[str, Any], local: Mapping[str, Any], *
     Raises:
         CompatibilityError: What differs, and the `edgemed build` command that rebuilds it here.
     """
+    facts = _build_facts(meta, engine)
     try:
-        built_v, local_v = version_tuple(meta["tensorrt_version"])[:3], version_tuple(local["tensorrt_version"])[:3]
-        built_cc, local_cc = tuple(int(v) for v in meta["compute_capability"]), tuple(
-            int(v) for v in local["compute_capability"])
+        built_v, local_v = version_tuple(facts.tensorrt_version)[:3], version_tuple(local["tensorrt_version"])[:3]
+        built_cc, local_cc = facts.compute_capability, tuple(int(v) for v in local["compute_capability"])
     except (KeyError, TypeError, ValueError) as err:
         raise ArtifactError(f"{engine}: the manifest lacks the TensorRT version or compute capability ({err}); "
-                            f"rebuild it: {rebuild_command(meta)}") from err
+                            f"rebuild it: {_rebuild(facts, None)}") from err
     problems = []
     bv, lv = ".".join(map(str, built_v)), ".".join(map(str, local_v))
-    if meta.get("version_compatible"):
+    if facts.version_compatible:
         if local_v < built_v:
             problems.append(f"was built version-compatible with TensorRT {bv}, which runs on {bv} and later; "
                             f"this host has TensorRT {lv}")
@@ -166,20 +188,20 @@ def check_engine_compatible(meta: Mapping[str, Any], local: Mapping[str, Any], *
         problems.append(f"was built with TensorRT {bv}; this host has TensorRT {lv} (an engine runs only on the "
                         "TensorRT that built it, unless built with --version-compatible)")
     gpu = f" ({local['gpu_name']})" if local.get("gpu_name") else ""
-    built_gpu = f" ({meta['gpu_name']})" if meta.get("gpu_name") else ""
-    if meta.get("hardware_compatibility", "none") == "ampere_plus":
+    built_gpu = f" ({facts.gpu_name})" if facts.gpu_name else ""
+    if facts.hardware_compatibility == "ampere_plus":
         if local_cc < (8, 0):
             problems.append(f"was built for Ampere-or-newer GPUs; this GPU{gpu} is compute capability "
                             f"{local_cc[0]}.{local_cc[1]}")
     elif local_cc != built_cc:
         problems.append(f"was built for compute capability {built_cc[0]}.{built_cc[1]}{built_gpu}; this GPU{gpu} is "
                         f"{local_cc[0]}.{local_cc[1]}")
-    dla_core, dla_cores = meta.get("dla_core"), local.get("dla_cores")
+    dla_core, dla_cores = facts.dla_core, local.get("dla_cores")
     if dla_core is not None and dla_cores is not None and int(dla_core) >= int(dla_cores):
         problems.append(f"runs on DLA core {dla_core}; this host has {dla_cores} DLA core(s)")
     if problems:
         raise CompatibilityError(f"{engine} {'; and it '.join(problems)}. Rebuild it on this machine: "
-                                 f"{rebuild_command(meta)}")
+                                 f"{_rebuild(facts, None)}")
 
 
 def fit_to_profile(x: np.ndarray, lo: Sequence[int], hi: Sequence[int],
@@ -220,16 +242,12 @@ def fit_to_profile(x: np.ndarray, lo: Sequence[int], hi: Sequence[int],
     return cropped
 
 
-def _engine_meta(path: Path) -> dict[str, Any] | None:
-    """The manifest metadata of the engine bundle `path` sits in, or None for a bare engine file."""
-    manifest = path.parent / "manifest.json"
-    if not manifest.is_file():
+def _engine_meta(path: Path) -> EngineMeta | None:
+    """The typed metadata of the engine bundle `path` sits in, or None for a bare engine file."""
+    if not (path.parent / MANIFEST).is_file():
         return None
-    try:
-        raw = json.loads(manifest.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ArtifactError(f"{manifest} is not valid JSON ({err}); rebuild the engine bundle.") from err
-    return dict(raw.get("metadata", {})) if raw.get("kind") == "engine" else None
+    manifest = read_manifest(path.parent, verify=False)  # the payload's hashes were checked by load()
+    return EngineBundle.from_manifest(path.parent, manifest).meta if manifest.kind == ENGINE_KIND else None
 
 
 class TrtSession:
@@ -270,15 +288,16 @@ class TrtSession:
         self._cudart = cudart
         local = local_gpu_facts(trt, cudart)
         if meta is not None:
-            check_engine_compatible(meta, local, engine=path.parent.name)
+            check_engine_compatible(meta.build, local, engine=path.parent.name)
         self.library_version: str = str(trt.__version__)
         self.gpu_name: str = local["gpu_name"]
         logger = self._logger = trt_logger(trt)
         self._runtime = trt.Runtime(logger)
-        if meta and meta.get("version_compatible") and hasattr(self._runtime, "engine_host_code_allowed"):
+        build = None if meta is None else meta.build
+        if build is not None and build.version_compatible and hasattr(self._runtime, "engine_host_code_allowed"):
             self._runtime.engine_host_code_allowed = True  # version-compatible plans embed their lean runtime
-        if meta and meta.get("dla_core") is not None:
-            self._runtime.DLA_core = int(meta["dla_core"])
+        if build is not None and build.dla_core is not None:
+            self._runtime.DLA_core = build.dla_core
         try:
             plan = path.read_bytes()
         except OSError as err:
@@ -288,11 +307,11 @@ class TrtSession:
             last = logger.errors[-1] if logger.errors else "no message"
             raise BackendError(f"TensorRT {trt.__version__} could not deserialize {path} ({last}). It was built by "
                                f"another TensorRT or for another GPU; rebuild it here: "
-                               f"{rebuild_command(meta or {})}")
+                               f"{rebuild_command(build)}")
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise BackendError(f"TensorRT could not create an execution context for {path} (out of GPU memory?).")
-        self.inputs, self.outputs, self._ranges = self._io_specs(trt, meta or {})
+        self.inputs, self.outputs, self._ranges = self._io_specs(trt, meta)
         self._stream = _cuda(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._buffers: dict[str, tuple[int, int]] = {}  # name → (device pointer, bytes)
         self._lock = threading.Lock()
@@ -338,11 +357,11 @@ class TrtSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _io_specs(self, trt: ModuleType, meta: Mapping[str, Any]) -> tuple[tuple[TensorSpec, ...],
+    def _io_specs(self, trt: ModuleType, meta: EngineMeta | None) -> tuple[tuple[TensorSpec, ...],
                                                                          tuple[TensorSpec, ...], dict[str, Any]]:
         # The manifest's shapes are the model's ("batch", 3, "height", "width"): a DLA engine's fixed
         # (8, 3, 336, 336) is the engine's business, `fit_to_profile` pads and splits to it.
-        declared = {t["name"]: TensorSpec.from_json(t) for t in [*meta.get("inputs", []), *meta.get("outputs", [])]}
+        declared = {} if meta is None else {t.name: t for t in (*meta.inputs, *meta.outputs)}
         engine = self._engine
         inputs, outputs, ranges = [], [], {}
         for i in range(engine.num_io_tensors):
