@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from edgemed.artifacts._manifest import Manifest, read_manifest
 from edgemed.artifacts._records import BundleMeta, EngineMeta
-from edgemed.artifacts._specs import OrganChannel, PostprocessSpec, PreprocessSpec, TensorSpec
+from edgemed.artifacts._specs import SpecsFromMeta, TensorSpec
 from edgemed.errors import ArtifactError
 
 __all__ = ["BUNDLE_KIND", "BUNDLE_SCHEMA", "ENGINE_FILE", "ENGINE_KIND", "ENGINE_SCHEMA", "MODEL_FILE", "EngineBundle",
@@ -28,7 +28,7 @@ ENGINE_FILE = "model.engine"
 
 
 @dataclass(frozen=True)
-class OnnxBundle:
+class OnnxBundle(SpecsFromMeta):
     """An exported model with its preprocessing, labels, parity record and lineage.
 
     Example:
@@ -114,21 +114,6 @@ class OnnxBundle:
     def outputs(self) -> tuple[TensorSpec, ...]:
         """The model's outputs (one: per-class logits)."""
         return self.meta.outputs
-
-    @property
-    def preprocess(self) -> PreprocessSpec:
-        """The preprocessing the student was trained with; the runtime applies exactly this."""
-        return self.meta.preprocess
-
-    @property
-    def postprocess(self) -> PostprocessSpec:
-        """How probabilities become a mask (argmax; optional largest connected component)."""
-        return self.meta.postprocess
-
-    @property
-    def organs(self) -> tuple[OrganChannel, ...]:
-        """Output channels 1.. and the organs (label ids in the teacher's map) they segment."""
-        return self.meta.organs
 
     @property
     def label_map(self) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgemed.errors import ArtifactError, ConfigError
 
-__all__ = ["Dim", "OrganChannel", "PostprocessSpec", "PreprocessSpec", "TensorSpec"]
+__all__ = ["Dim", "OrganChannel", "PostprocessSpec", "PreprocessSpec", "SpecsFromMeta", "TensorSpec"]
 
 
 @dataclass(frozen=True)
@@ -152,3 +152,24 @@ class TensorSpec:
             return cls(name=str(raw["name"]), dtype=str(np.dtype(raw["dtype"])), shape=shape)
         except (KeyError, TypeError, ValueError) as err:
             raise ArtifactError(f"tensor spec {dict(raw)!r} is malformed ({err}); re-export the bundle.") from err
+
+
+class SpecsFromMeta:
+    """What every deployable artifact (student, bundle, engine) answers from its typed `meta`."""
+
+    meta: Any
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        """The preprocessing the student was trained with; the runtime applies exactly this."""
+        return self.meta.preprocess  # type: ignore[no-any-return]
+
+    @property
+    def postprocess(self) -> PostprocessSpec:
+        """How probabilities become a mask (argmax; optional largest connected component)."""
+        return self.meta.postprocess  # type: ignore[no-any-return]
+
+    @property
+    def organs(self) -> tuple[OrganChannel, ...]:
+        """Output channels 1.. and the organs (label ids in the teacher's map) they segment."""
+        return self.meta.organs  # type: ignore[no-any-return]

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgemed.artifacts._manifest import Manifest, read_manifest
 from edgemed.artifacts._records import StudentMeta
-from edgemed.artifacts._specs import OrganChannel, PostprocessSpec, PreprocessSpec
+from edgemed.artifacts._specs import SpecsFromMeta
 from edgemed.errors import ArtifactError
 
 __all__ = ["STUDENT_KIND", "STUDENT_SCHEMA", "StudentCheckpoint"]
@@ -24,7 +24,7 @@ ARCHITECTURE = "architecture.json"
 
 
 @dataclass(frozen=True)
-class StudentCheckpoint:
+class StudentCheckpoint(SpecsFromMeta):
     """A distilled (or pruned) student on disk.
 
     Example:
@@ -57,21 +57,6 @@ class StudentCheckpoint:
     def metadata(self) -> dict[str, Any]:
         """The manifest's raw metadata block (edgemed itself reads the typed `meta`)."""
         return dict(self.manifest.metadata)
-
-    @property
-    def preprocess(self) -> PreprocessSpec:
-        """The preprocessing the student was trained with; the runtime applies exactly this."""
-        return self.meta.preprocess
-
-    @property
-    def postprocess(self) -> PostprocessSpec:
-        """How probabilities become a mask (argmax; optional largest connected component)."""
-        return self.meta.postprocess
-
-    @property
-    def organs(self) -> tuple[OrganChannel, ...]:
-        """Output channels 1.. and the organs (label ids in the teacher's map) they segment."""
-        return self.meta.organs
 
     @property
     def architecture(self) -> dict[str, Any]:
