@@ -11,6 +11,7 @@ __all__ = [
     "EdgemedError",
     "InputError",
     "MissingDependencyError",
+    "OutputError",
     "ParityError",
 ]
 
@@ -29,6 +30,19 @@ class InputError(EdgemedError, ValueError):
 
 class ArtifactError(EdgemedError):
     """An artifact directory is missing files, altered, or of the wrong kind or schema."""
+
+
+class OutputError(EdgemedError):
+    """An output cannot be written where it was asked for: the path holds something edgemed must not
+    replace, or the file system refused (full, read-only, no permission, name too long...).
+
+    Attributes:
+        path: The output path the message names.
+    """
+
+    def __init__(self, message: str, *, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class CompatibilityError(EdgemedError):

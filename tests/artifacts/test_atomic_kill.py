@@ -26,7 +26,7 @@ version = int(sys.argv[3])
 while True:
     version += 1
     blob = version.to_bytes(8, "little") * (3 << 17)   # 3 MiB
-    write_artifact(target, kind="student", schema_version=1, metadata={"version": version},
+    write_artifact(target, kind="student", schema_version=1, metadata={"version": version}, overwrite=True,
                    payload={"weights.bin": blob, "version.json": json.dumps({"version": version}).encode()})
     with atomic_file(report) as tmp:
         tmp.write_text(json.dumps({"version": version, "pad": "x" * 200_000}))
@@ -61,10 +61,12 @@ def test_sigkill_at_random_points_never_leaves_a_broken_artifact(tmp_path: Path)
         version = new
     assert progressed >= kills // 2, "most children should have completed at least one version before the kill"
     # The next write cleans up what killed writers left beside the artifact.
-    from edgemed.artifacts import write_artifact
+    from edgemed.artifacts import atomic_file, write_artifact
 
-    write_artifact(target, kind="student", schema_version=1, metadata={"version": version + 1},
+    with atomic_file(report) as tmp:  # removes the temporary files of killed report writers
+        tmp.write_text(json.dumps({"version": version + 1}))
+    write_artifact(target, kind="student", schema_version=1, metadata={"version": version + 1}, overwrite=True,
                    payload={"weights.bin": b"", "version.json": json.dumps({"version": version + 1}).encode()})
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".student.")]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith((".student.", ".report.json."))]
     assert leftovers == []
     assert read_manifest(target).metadata["version"] == version + 1

@@ -56,7 +56,7 @@ def test_failed_write_leaves_the_old_artifact(tmp_path: Path) -> None:
     before = read_manifest(tmp_path / "art").digest
     with pytest.raises(ArtifactError, match="not JSON-serialisable"):
         write_artifact(tmp_path / "art", kind="student", schema_version=1, payload={"a.bin": b"new"},
-                       metadata={"bad": object()})
+                       metadata={"bad": object()}, overwrite=True)
     assert read_manifest(tmp_path / "art").digest == before
     assert [p.name for p in tmp_path.iterdir()] == ["art"]  # no temporary left behind
 

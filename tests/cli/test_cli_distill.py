@@ -51,7 +51,7 @@ def test_distill_folders_pair_by_name_and_inspect(folders: tuple[Path, Path], tm
     report = json.loads(res.stdout)
     assert set(report["validation"]["dice"]) == {"kidney_left", "kidney_right"}
     assert all(0.0 <= d <= 1.0 for d in report["validation"]["dice"].values())
-    shown = _run(["inspect", str(out)])
+    shown = _run(["inspect", str(out), "--json"])
     assert shown.returncode == 0, shown.stderr
     manifest = json.loads(shown.stdout)
     assert manifest["kind"] == "student"
@@ -138,5 +138,5 @@ def test_one_scan_warns_plainly_and_ensembles_pool(folders: tuple[Path, Path], t
     res = _run(["ensemble", *map(str, outs), "--out", str(tmp_path / "ens")])
     assert res.returncode == 0, res.stderr
     assert "2 members" in res.stdout
-    shown = json.loads(_run(["inspect", str(tmp_path / "ens")]).stdout)
+    shown = json.loads(_run(["inspect", str(tmp_path / "ens"), "--json"]).stdout)
     assert shown["metadata"]["training"]["member_seeds"] == [0, 1]

@@ -155,7 +155,7 @@ def test_existing_bundle_survives_a_failed_export(bundle: OnnxBundle, export_stu
     monkeypatch.setattr("edgemed.export._onnx.measure_parity", drift)
     before = read_manifest(bundle.path).digest
     with pytest.raises(ParityError, match="0.25"):
-        to_onnx(export_student, bundle.path, OnnxExportConfig(parity_max_slices=4))
+        to_onnx(export_student, bundle.path, OnnxExportConfig(parity_max_slices=4), overwrite=True)
     assert read_manifest(bundle.path).digest == before
 
 

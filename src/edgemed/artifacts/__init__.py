@@ -6,11 +6,13 @@ typed metadata record parsed once at load: `StudentCheckpoint.meta` is a `Studen
 records and call `write_artifact(..., metadata=record.to_json())`; nobody else touches the JSON.
 """
 
-from edgemed._atomic import atomic_dir, atomic_file
+from edgemed._atomic import atomic_dir, atomic_file, atomic_files
 from edgemed.artifacts._archive import extract_artifact, pack_artifact
 from edgemed.artifacts._bundle import (BUNDLE_KIND, BUNDLE_SCHEMA, ENGINE_FILE, ENGINE_KIND, ENGINE_SCHEMA, MODEL_FILE,
                                        EngineBundle, OnnxBundle, open_bundle)
-from edgemed.artifacts._manifest import MANIFEST, Manifest, combined_sha256, read_manifest, sha256_file, write_artifact
+from edgemed.artifacts._manifest import (MANIFEST, Manifest, combined_sha256, read_manifest, read_payload, sha256_file,
+                                         write_artifact)
+from edgemed.artifacts._output import check_output, check_output_file, output_kind
 from edgemed.artifacts._records import (BundleMeta, EngineBuild, EngineMeta, Record, ShardEntry, ShardRecord,
                                         StoreHeader, StudentMeta, StudentSummary, TeacherStoreIndex, TrainingRecord,
                                         ValidationRecord)
@@ -62,13 +64,18 @@ __all__ = [
     "Verification",
     "atomic_dir",
     "atomic_file",
+    "atomic_files",
+    "check_output",
+    "check_output_file",
     "combined_sha256",
     "extract_artifact",
     "generate_keypair",
     "load_public_keys",
     "open_bundle",
+    "output_kind",
     "pack_artifact",
     "read_manifest",
+    "read_payload",
     "sha256_file",
     "sign_artifact",
     "verify_artifact",

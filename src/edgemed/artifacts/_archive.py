@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgemed._atomic import atomic_dir, atomic_file
+from edgemed._atomic import OUTPUT_ERRNOS, atomic_dir, atomic_file, output_error
 from edgemed.artifacts._manifest import MANIFEST, SIGNATURE, read_manifest
-from edgemed.errors import ArtifactError, ConfigError
+from edgemed.artifacts._output import check_output, check_output_file, output_kind
+from edgemed.errors import ArtifactError, ConfigError, OutputError
 
 __all__ = ["MAX_ARCHIVE_BYTES", "MAX_ARCHIVE_MEMBERS", "extract_artifact", "pack_artifact"]
 
@@ -26,13 +27,18 @@ MAX_ARCHIVE_MEMBERS = 64
 _CHUNK = 1 << 20
 
 
-def pack_artifact(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+def pack_artifact(path: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Pack an artifact directory (verified first) into `out` (.tar, or .tar.gz / .tgz compressed).
+
+    Args:
+        overwrite: Replace an existing file at `out`.
 
     Raises:
         ArtifactError: The artifact is damaged.
+        OutputError: `out` exists (without `overwrite`), is a folder, or cannot be written.
     """
     root, out = Path(path), Path(out)
+    check_output_file(out, overwrite=overwrite, inputs=[root])
     manifest = read_manifest(root)
     names = [MANIFEST, *sorted(manifest.files)] + ([SIGNATURE] if (root / SIGNATURE).is_file() else [])
     mode = "w:gz" if out.name.endswith((".tar.gz", ".tgz")) else "w"
@@ -49,10 +55,11 @@ def pack_artifact(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> 
 
 def extract_artifact(archive: str | os.PathLike[str], dest: str | os.PathLike[str], *,
                      max_bytes: int = MAX_ARCHIVE_BYTES, max_members: int = MAX_ARCHIVE_MEMBERS,
-                     trusted_keys: Sequence[str | os.PathLike[str]] | None = None) -> Path:
+                     trusted_keys: Sequence[str | os.PathLike[str]] | None = None, overwrite: bool = False) -> Path:
     """Extract a packed artifact into directory `dest` safely, verify it, then put it in place.
 
     Args:
+        overwrite: Replace an artifact of the same kind at `dest`; anything else there is refused.
         max_bytes: Refuse archives whose files add up to more (counted while extracting).
         max_members: Refuse archives with more entries.
         trusted_keys: Also require a valid signature by one of these keys (see `verify_artifact`).
@@ -63,12 +70,19 @@ def extract_artifact(archive: str | os.PathLike[str], dest: str | os.PathLike[st
     Raises:
         ArtifactError: Not a readable tar, an unsafe or unexpected member, over the limits, or the
             extracted artifact fails verification (nothing is left at `dest` then).
+        OutputError: `dest` holds something that may not be replaced, or the disk refused the write
+            (full, read-only...): the disk is blamed then, not the archive.
     """
     from edgemed.artifacts._signing import verify_artifact
 
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
         raise ConfigError(f"{archive} does not exist or is not a file.")
+    existing = output_kind(dest) if dest.is_dir() else None
+    # Until the archive is read its kind is unknown: an artifact at `dest` is checked against its own
+    # kind now (so it needs overwrite) and against the archive's once extracted.
+    check_output(dest, kind=existing if existing not in (None, "empty", "layout") else "packed", overwrite=overwrite,
+                 inputs=[archive])
     try:
         tar = tarfile.open(archive, "r:*")
     except (tarfile.TarError, OSError, EOFError) as err:
@@ -90,6 +104,8 @@ def extract_artifact(archive: str | os.PathLike[str], dest: str | os.PathLike[st
                 seen.add(file)
                 total = _copy_member(tar, member, tmp / file, archive, total, max_bytes)
         except (tarfile.TarError, OSError, EOFError) as err:
+            if isinstance(err, OSError) and _is_disk_error(err, tmp):  # a full disk is not a damaged archive
+                raise output_error(err, dest) from err
             raise ArtifactError(f"{archive.name} is damaged ({type(err).__name__}: {err}); copy it again.") from err
         if MANIFEST not in seen:
             raise ArtifactError(f"{archive.name} holds no {MANIFEST}; it is not a packed edgemed artifact.")
@@ -97,7 +113,16 @@ def extract_artifact(archive: str | os.PathLike[str], dest: str | os.PathLike[st
             verify_artifact(tmp, trusted_keys=trusted_keys)
         except ArtifactError as err:  # name the archive, not the temporary folder it was checked in
             raise ArtifactError(f"{archive.name} (unpacked): {str(err).replace(str(tmp), str(top))}") from err
+        kind = output_kind(tmp)
+        if existing not in (None, "empty", "layout") and kind != existing:
+            raise OutputError(f"{dest}: holds a {existing} artifact and the archive a {kind} — choose another --out "
+                              "(nothing was changed).", path=dest)
     return dest
+
+
+def _is_disk_error(err: OSError, tmp: Path) -> bool:
+    """An error of writing the extracted files (full or read-only disk...), not of reading the archive."""
+    return err.errno in OUTPUT_ERRNOS or str(err.filename or "").startswith(str(tmp))
 
 
 def _member_name(archive: Path, member: Any) -> str:

@@ -169,17 +169,20 @@ class EngineBundle(OnnxBundle):
         return self.meta.compute_capability
 
 
-def open_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> OnnxBundle:
+def open_bundle(path: str | os.PathLike[str], *, verify: bool = True, manifest: Manifest | None = None) -> OnnxBundle:
     """Open an ONNX bundle or an engine bundle, whichever `path` holds (sha256 of every file checked).
 
     Args:
         verify: Check every file's sha256 (off only right after `verify_artifact` did).
+        manifest: A manifest already read and checked (`verify_artifact(...).manifest`): the bundle
+            is built from that copy and manifest.json is not read again.
 
     Raises:
         ArtifactError: Neither kind, or a missing or altered file.
     """
-    kind = read_manifest(path, verify=False).kind
+    kind = (manifest or read_manifest(path, verify=False)).kind
     if kind not in (BUNDLE_KIND, ENGINE_KIND):
         raise ArtifactError(f"{path} is a {kind!r} artifact, but a 'bundle' artifact is needed here; "
                             "export one with edgemed export.")
-    return (EngineBundle if kind == ENGINE_KIND else OnnxBundle).load(path, verify=verify)
+    cls = EngineBundle if kind == ENGINE_KIND else OnnxBundle
+    return cls.load(path, verify=verify) if manifest is None else cls.from_manifest(path, manifest)

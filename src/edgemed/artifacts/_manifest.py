@@ -18,7 +18,8 @@ from typing import Any
 from edgemed._atomic import atomic_dir
 from edgemed.errors import ArtifactError
 
-__all__ = ["MANIFEST", "Manifest", "combined_sha256", "read_manifest", "sha256_file", "write_artifact"]
+__all__ = ["MANIFEST", "Manifest", "combined_sha256", "parse_manifest", "read_manifest", "read_manifest_bytes",
+           "read_payload", "sha256_file", "write_artifact"]
 
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.json"  # beside the manifest, outside what it lists (see _signing)
@@ -108,18 +109,26 @@ def write_artifact(
     payload: Mapping[str, bytes | Path],
     metadata: Mapping[str, Any],
     parent: str | None = None,
+    overwrite: bool = False,
 ) -> Manifest:
     """Write an artifact directory atomically: payload files, then manifest.json with their hashes.
 
     Args:
         payload: File name → bytes to write, or an existing file to move in.
         parent: The parent artifact's digest (lineage).
+        overwrite: Replace an existing artifact of the same kind at `path` (see `check_output`).
 
     Returns:
         The written manifest.
+
+    Raises:
+        OutputError: `path` holds something else, or the same kind without `overwrite`, or the
+            disk refused the write.
     """
     from edgemed import __version__
+    from edgemed.artifacts._output import check_output
 
+    check_output(path, kind=kind, overwrite=overwrite)
     with atomic_dir(path) as tmp:
         files: dict[str, str] = {}
         for name, content in payload.items():
@@ -157,14 +166,43 @@ def read_manifest(path: str | os.PathLike[str], *, kind: str | None = None, sche
         ArtifactError: Missing or unreadable manifest, wrong kind or schema, missing or altered file.
     """
     root = Path(path)
-    mpath = root / MANIFEST
+    return parse_manifest(root, read_manifest_bytes(root), kind=kind, schema_versions=schema_versions, verify=verify)
+
+
+def read_manifest_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The exact bytes of an artifact's manifest.json, read once (what a signature is checked over).
+
+    Raises:
+        ArtifactError: Not a directory, or no readable manifest.
+    """
+    root = Path(path)
     if not root.is_dir():
         raise ArtifactError(f"{root} is not an artifact directory (it does not exist or is a file).")
     try:
-        raw = json.loads(mpath.read_text())
+        return (root / MANIFEST).read_bytes()
     except FileNotFoundError as err:
         raise ArtifactError(f"{root} has no {MANIFEST}; it is not an edgemed artifact or was not written completely.") from err
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+    except OSError as err:
+        raise ArtifactError(f"{root / MANIFEST} cannot be read ({err.strerror or err}).") from err
+
+
+def parse_manifest(path: str | os.PathLike[str], data: bytes, *, kind: str | None = None,
+                   schema_versions: tuple[int, ...] = (1,), verify: bool = True) -> Manifest:
+    """Check and parse manifest bytes already read (by `read_manifest_bytes`), so what is checked,
+    what a signature covers and what is used are one and the same copy.
+
+    Args:
+        path: The artifact directory the bytes came from (payload files are hashed there).
+        kind, schema_versions, verify: As for `read_manifest`.
+
+    Raises:
+        ArtifactError: Not a valid manifest, wrong kind or schema, a missing or altered payload file.
+    """
+    root = Path(path)
+    mpath = root / MANIFEST
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ArtifactError(f"{mpath} is not valid JSON ({err}); the artifact is damaged — re-create it.") from err
     if not isinstance(raw, dict):
         raise ArtifactError(f"{mpath} is not a JSON object; the artifact is damaged — re-create it.")
@@ -203,13 +241,38 @@ def read_manifest(path: str | os.PathLike[str], *, kind: str | None = None, sche
             file = root / name
             if not file.is_file():
                 raise ArtifactError(f"{root}: payload file {name!r} is missing; the artifact is incomplete — re-create it.")
-            actual = sha256_file(file)
-            if actual != expected:
-                raise ArtifactError(
-                    f"{root}: {name!r} was altered (sha256 {actual[:12]}… ≠ recorded {expected[:12]}…). "
-                    "Refusing to use a modified artifact; re-create it or restore the original file."
-                )
+            _check_digest(root, name, sha256_file(file), expected)
     return manifest
+
+
+def read_payload(path: str | os.PathLike[str], manifest: Manifest, name: str) -> bytes:
+    """A payload file's bytes, read once and checked against the manifest's sha256.
+
+    Use these bytes (not the path) for whatever is deserialized, so a file swapped after the
+    check is never what runs.
+
+    Raises:
+        ArtifactError: The file is not listed, missing, unreadable or altered.
+    """
+    root = Path(path)
+    expected = manifest.files.get(name)
+    if expected is None:
+        raise ArtifactError(f"{root}: {name!r} is not among the manifest's hashed files; the artifact is damaged.")
+    try:
+        data = (root / name).read_bytes()
+    except OSError as err:
+        raise ArtifactError(f"{root}: payload file {name!r} cannot be read ({err.strerror or err}); "
+                            "the artifact is incomplete — re-create it.") from err
+    _check_digest(root, name, hashlib.sha256(data).hexdigest(), expected)
+    return data
+
+
+def _check_digest(root: Path, name: str, actual: str, expected: str) -> None:
+    if actual != expected:
+        raise ArtifactError(
+            f"{root}: {name!r} was altered (sha256 {actual[:12]}… ≠ recorded {expected[:12]}…). "
+            "Refusing to use a modified artifact; re-create it or restore the original file."
+        )
 
 
 def _safe_name(name: object) -> bool:

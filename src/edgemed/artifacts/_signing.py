@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemed._atomic import atomic_file
-from edgemed.artifacts._manifest import MANIFEST, SIGNATURE, Manifest, read_manifest
+from edgemed.artifacts._manifest import MANIFEST, SIGNATURE, Manifest, parse_manifest, read_manifest, read_manifest_bytes
 from edgemed.errors import ArtifactError, ConfigError, MissingDependencyError
 
 __all__ = ["SIGNATURE", "TRUSTED_KEYS_ENV", "Verification", "generate_keypair", "key_id", "load_public_keys",
@@ -167,9 +167,20 @@ def load_public_keys(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
 
 
 def trusted_keys_from_env() -> list[Path]:
-    """The key files or directories named by `EDGEMED_TRUSTED_KEYS` (os.pathsep-separated), if set."""
-    value = os.environ.get(TRUSTED_KEYS_ENV, "").strip()
-    return [Path(p) for p in value.split(os.pathsep) if p.strip()]
+    """The key files or directories named by `EDGEMED_TRUSTED_KEYS` (os.pathsep-separated), if set.
+
+    Raises:
+        ConfigError: The variable is set but names no path: a device meant to check signatures
+            must not silently stop checking because its key list came out empty.
+    """
+    value = os.environ.get(TRUSTED_KEYS_ENV)
+    if value is None:
+        return []
+    paths = [Path(p.strip()) for p in value.split(os.pathsep) if p.strip()]
+    if not paths:
+        raise ConfigError(f"{TRUSTED_KEYS_ENV} is set but empty; name the trusted public key file(s) or "
+                          f"directory ({os.pathsep}-separated), or unset it to run without signature checks.")
+    return paths
 
 
 def sign_artifact(path: str | os.PathLike[str], private_key: str | os.PathLike[str], *,
@@ -229,7 +240,10 @@ def verify_artifact(path: str | os.PathLike[str], *,
     if require_signature and not keys:
         raise ConfigError(f"a signature is required but no trusted public key was given; pass --key PUB.pem or set "
                           f"{TRUSTED_KEYS_ENV}.")
-    manifest = read_manifest(root, kind=kind)
+    # manifest.json is read once: the copy whose content hash and signature are checked is the copy
+    # returned, so a manifest swapped on disk meanwhile is never the one used.
+    manifest_bytes = read_manifest_bytes(root)
+    manifest = parse_manifest(root, manifest_bytes, kind=kind)
     _refuse_unlisted(root, manifest)
     sig_path = root / SIGNATURE
     signed = sig_path.is_file()
@@ -240,7 +254,7 @@ def verify_artifact(path: str | os.PathLike[str], *,
         return Verification(root, manifest, False, None)
     if not keys:
         return Verification(root, manifest, True, None)
-    return Verification(root, manifest, True, _check_signature(root, sig_path, keys))
+    return Verification(root, manifest, True, _check_signature(root, sig_path, keys, manifest_bytes))
 
 
 def _message(record: dict[str, Any], manifest_bytes: bytes) -> bytes:
@@ -249,7 +263,7 @@ def _message(record: dict[str, Any], manifest_bytes: bytes) -> bytes:
     return b"edgemed-signature-v1\n" + fields.encode() + b"\n" + manifest_bytes
 
 
-def _check_signature(root: Path, sig_path: Path, keys: dict[str, Any]) -> str:
+def _check_signature(root: Path, sig_path: Path, keys: dict[str, Any], manifest_bytes: bytes) -> str:
     from cryptography.exceptions import InvalidSignature
 
     try:
@@ -267,7 +281,6 @@ def _check_signature(root: Path, sig_path: Path, keys: dict[str, Any]) -> str:
         raise ArtifactError(f"{root} is signed by key {kid}, which is not among the trusted keys "
                             f"({', '.join(sorted(keys))}). Refusing it; add that public key only if you trust "
                             "whoever holds it.")
-    manifest_bytes = (root / MANIFEST).read_bytes()
     try:
         keys[kid].verify(signature, _message(record, manifest_bytes))
     except InvalidSignature as err:

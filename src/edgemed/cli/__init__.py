@@ -105,21 +105,54 @@ def main(argv: list[str] | None = None) -> None:
     _show_edgemed_warnings_plainly()
     try:
         _cli.main(args=argv, prog_name="edgemed", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as err:
+        if isinstance(err.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort; keep its 130 and hint
+            hint = str(err.__cause__)
+            click.echo(f"interrupted{f'; {hint}' if hint else ''}", err=True)
+            sys.exit(130)
         click.echo("aborted", err=True)
         sys.exit(1)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
     except ConfigError as err:
-        click.echo(f"error: {err}", err=True)
+        click.echo(f"error: {_shown(err, argv)}", err=True)
         sys.exit(2)
     except EdgemedError as err:
-        click.echo(f"error: {err}", err=True)
+        click.echo(f"error: {_shown(err, argv)}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+    except ModuleNotFoundError as err:  # a command needing an extra this install lacks (e.g. torch on a device)
+        from edgemed._deps import EXTRAS, install_hint
+
+        top = (err.name or "").split(".")[0]
+        if top not in EXTRAS:
+            raise
+        click.echo(f"error: {top} is needed for this command but is not installed. Install it: {install_hint(top)}",
+                   err=True)
+        sys.exit(1)
+    except OSError as err:  # one that no write site turned into an OutputError: still one line, no traceback
+        from edgemed._atomic import describe_os_error
+
+        click.echo(f"error: {describe_os_error(err, output=False)}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt as err:
+        # A command may say how to continue (distill: "--resume"); one line either way.
+        click.echo(f"interrupted{f'; {err}' if str(err) else ''}", err=True)
         sys.exit(130)
+
+
+def _shown(err: BaseException, argv: list[str] | None) -> str:
+    """An error message as printed: any DICOM path given on the command line with its identifiers
+    redacted (a message quoting an argument must not print the patient's name it holds)."""
+    from edgemed.io import redacted_path
+
+    text = str(err)
+    args = sys.argv[1:] if argv is None else argv
+    for arg in sorted({a for a in args if len(a) > 2 and a in text}, key=len, reverse=True):
+        shown = redacted_path(arg)
+        if shown != arg:
+            text = text.replace(arg, shown)
+    return text
 
 
 def _show_edgemed_warnings_plainly() -> None:

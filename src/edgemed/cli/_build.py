@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from edgemed.cli._options import overwrite_option
+
 __all__ = ["build"]
 
 
@@ -33,10 +35,11 @@ __all__ = ["build"]
 @click.option("--print-config", is_flag=True,
               help="Print the resolved config and shape profiles as JSON and exit (needs no TensorRT or GPU).")
 @click.option("--json", "as_json", is_flag=True, help="Print the engine manifest's build record as JSON.")
+@overwrite_option
 def build(bundle: Path, target: str, precision: str, out: Path | None, workspace_mib: int,
           batch: tuple[int, int, int] | None, size_px: tuple[int, int, int] | None, dla_core: int | None,
           no_gpu_fallback: bool, timing_cache: Path | None, hardware_compatible: bool, version_compatible: bool,
-          fallback: str, print_config: bool, as_json: bool) -> None:
+          fallback: str, print_config: bool, as_json: bool, overwrite: bool) -> None:
     """Build a TensorRT engine from BUNDLE (an ONNX bundle) on this GPU, for --target.
 
     Run it on the target device itself (a Jetson, or the same GPU model): TensorRT tunes the
@@ -69,7 +72,7 @@ def build(bundle: Path, target: str, precision: str, out: Path | None, workspace
         raise click.UsageError("--out is required to build (or pass --print-config to only see the config).")
     from edgemed.export import build_engine
 
-    engine = build_engine(onnx, profile, config, out)
+    engine = build_engine(onnx, profile, config, out, overwrite=overwrite)
     meta = engine.meta
     if as_json:
         click.echo(json.dumps({

@@ -55,8 +55,13 @@ def check(bundle: Path, baseline: Path, scan: Path | None, reference: Path | Non
       edgemed check out/liver.edgemed --baseline ci/liver.baseline.json --update-baseline   # on main
       edgemed check out/liver.edgemed --baseline ci/liver.baseline.json --junit-xml gate.xml
     """
+    from edgemed.artifacts import check_output_file
     from edgemed.measure import GateConfig, check_bundle, write_junit_xml
 
+    # Before measuring: CI rewrites its report on every run and --update-baseline is the ask to rewrite
+    # the baseline (so an existing file is replaced), but a folder, link or input there is refused.
+    for path in ([junit] if junit is not None else []) + ([baseline] if update_baseline else []):
+        check_output_file(path, overwrite=True, inputs=[bundle, scan, reference])
     fields = dict(backend=backend, latency_tolerance=latency_tolerance, p99_tolerance=p99_tolerance,
                   memory_tolerance=memory_tolerance, dice_tolerance_points=dice_tolerance_points,
                   confidence=confidence, workload=workload)

@@ -15,7 +15,8 @@ __all__ = ["demo"]
 @click.option("--threads", type=int, help="torch threads (default: all cores).")
 @click.option("--quick", is_flag=True, help="A smaller, faster run (for smoke tests).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo(out: Path, threads: int | None, quick: bool, quiet: bool) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an earlier demo at --out (anything else there is refused).")
+def demo(out: Path, threads: int | None, quick: bool, quiet: bool, overwrite: bool) -> None:
     """Teacher → unlabeled scans → liver student, on synthetic CT phantoms; prints the measurements.
 
     \b
@@ -31,7 +32,7 @@ def demo(out: Path, threads: int | None, quick: bool, quiet: bool) -> None:
         config = DemoConfig(teacher_scans=2, unlabeled_scans=2, test_scans=1, teacher_epochs=3, student_epochs=3,
                             threads=threads)
     click.echo(f"edgemed demo → {out}", err=True)
-    s = run_demo(out, config, progress=not quiet)
+    s = run_demo(out, config, progress=not quiet, overwrite=overwrite)
     t, st = s["teacher"], s["student"]  # type: ignore[index]
     click.echo("")
     click.echo(f"{'model':<10}{'arch':<16}{'params':>12}{'CPU s/volume':>14}{'Dice vs truth':>15}{'Dice vs teacher':>17}")

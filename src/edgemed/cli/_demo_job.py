@@ -39,9 +39,23 @@ class DemoConfig:
     threads: int | None = None
 
 
-def run_demo(out: Path, config: DemoConfig = DemoConfig(), *, progress: bool = True) -> dict[str, object]:
-    """Run the demo into `out`; returns (and writes to out/report.json) the measured summary."""
+# What a demo folder holds; one holding only these is an earlier demo (replaced with --overwrite).
+DEMO_FILES = ("phantoms", "teacher", "teacher.resume", "liver_student", "liver_student.resume", "liver.edgemed",
+              "teacher_predictions", "profile", "report.json")
+
+
+def run_demo(out: Path, config: DemoConfig = DemoConfig(), *, progress: bool = True,
+             overwrite: bool = False) -> dict[str, object]:
+    """Run the demo into `out`; returns (and writes to out/report.json) the measured summary.
+
+    Raises:
+        OutputError: `out` holds something other than a demo (or a demo, without `overwrite`).
+    """
     import torch
+
+    from edgemed.artifacts import atomic_file, check_output
+
+    check_output(out, kind="demo", overwrite=overwrite, layout=DEMO_FILES)
 
     from edgemed import runtime
     from edgemed.compress import DistillConfig, distill
@@ -74,17 +88,18 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), *, progress: bool = T
     # The stand-in foundation model: supervised on labelled phantoms (the only labels in the demo).
     teacher_ckpt = distill(train_scans, DistillConfig(organs=organs, student="res_unet2d", epochs=config.teacher_epochs,
                                                       preprocess=spec, holdout_fraction=0.0, threads=config.threads),
-                           out / "teacher", teacher_predictions=train_truth, progress=progress)
+                           out / "teacher", teacher_predictions=train_truth, progress=progress, overwrite=overwrite)
     timings["teacher_training_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     teacher = StudentTeacher(teacher_ckpt.path)
     student_ckpt = distill(unlabeled, DistillConfig(organs=("liver",), student="mobile_unet2d",
                                                     epochs=config.student_epochs, preprocess=spec,
                                                     threads=config.threads),
-                           out / "liver_student", teacher=teacher, progress=progress)
+                           out / "liver_student", teacher=teacher, progress=progress, overwrite=overwrite)
     timings["distill_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    bundle = to_onnx(student_ckpt, out / "liver.edgemed", OnnxExportConfig(parity_volumes=(test_scans[0],)))
+    bundle = to_onnx(student_ckpt, out / "liver.edgemed", OnnxExportConfig(parity_volumes=(test_scans[0],)),
+                     overwrite=overwrite)
     timings["export_s"] = time.perf_counter() - t0
 
     student = load_student(student_ckpt)
@@ -116,7 +131,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), *, progress: bool = T
     # The full profile (stage latency, per-batch throughput, FLOP/s, Dice/HD95, overlay) on one scan.
     profile = profile_bundle(bundle.path, test_scans[0], teacher_predictions=teacher_masks[0],
                              ground_truth=test_truth[0], backend="ort", repeats=3, warmup=1, batch_sizes=(1, 8),
-                             out_dir=out / "profile")
+                             out_dir=out / "profile", overwrite=overwrite)
     n = len(rows)
     params = lambda net: int(sum(p.numel() for p in net.parameters()))  # noqa: E731
     summary = {
@@ -137,7 +152,8 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), *, progress: bool = T
                       "profile_report": str(profile.report_md), "profile_json": str(profile.report_json),
                       "overlay": str(profile.overlay_png)},
     }
-    (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with atomic_file(out / "report.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

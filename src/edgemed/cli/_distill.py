@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from edgemed.artifacts import PreprocessSpec as _PreprocessSpec
-from edgemed.cli._options import MultiValueOption
+from edgemed.cli._options import MultiValueOption, overwrite_option
 from edgemed.cli._pairing import pair_scans
 from edgemed.compress import DistillConfig as _DistillConfig
 
@@ -68,6 +68,7 @@ __all__ = ["distill"]
               help="Continue from <out>.resume/ (the state saved every epoch) when there is one, else start afresh.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@overwrite_option
 def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teacher_store: Path | None, teacher: str | None,
             teacher_checkpoint: Path | None, teacher_dims: str | None, teacher_window_hu: tuple[float, float] | None,
             teacher_patch_size: tuple[int, int, int] | None, teacher_classes: str | None, label_map: str,
@@ -75,7 +76,7 @@ def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teache
             batch_size: int, lr: float, temperature: float, spacing_mm: tuple[float, float],
             window_hu: tuple[float, float], context_slices: int, context_spacing_mm: float, body_crop: bool,
             ensemble: int, holdout_fraction: float, seed: int, threads: int | None, resume: bool, as_json: bool,
-            quiet: bool) -> None:
+            quiet: bool, overwrite: bool) -> None:
     """Distill a teacher into an organ-specific student, label-free.
 
     \b
@@ -86,13 +87,15 @@ def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teache
       torchrun --nproc_per_node 4 -m edgemed distill --scans scans/ --teacher-store store/liver --organ liver \\
           --out runs/liver --resume
     """
-    from edgemed.artifacts import PreprocessSpec
+    from edgemed.artifacts import STUDENT_KIND, PreprocessSpec, check_output
     from edgemed.compress import DistillConfig, distill as run_distill
     from edgemed.errors import ConfigError
 
     if sum(map(bool, (teacher, teacher_predictions, teacher_store))) != 1:
         raise ConfigError("give exactly one of --teacher (a model to run), --teacher-predictions (stored outputs) or "
                           "--teacher-store (a store filled by edgemed precompute).")
+    # Before pairing scans or loading a teacher: a bad --out fails in a second, not after training.
+    check_output(out, kind=STUDENT_KIND, overwrite=overwrite, inputs=[*scans, *teacher_predictions, teacher_store])
     scan_paths, pred_paths = pair_scans(scans, teacher_predictions or None)
     config = DistillConfig(
         organs=organs, label_map=label_map, student=student, student_kwargs={"widths": list(widths)} if widths else {},
@@ -108,8 +111,13 @@ def distill(scans: tuple[str, ...], teacher_predictions: tuple[str, ...], teache
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, only rank 0 prints
     if main:
         click.echo(f"distilling {', '.join(organs)} from {len(scan_paths)} scan(s) into {student} → {out}", err=True)
-    ckpt = run_distill(scan_paths, config, out, teacher=teacher_obj, teacher_predictions=pred_paths,
-                       teacher_store=teacher_store, progress=not quiet, resume=resume)
+    try:
+        ckpt = run_distill(scan_paths, config, out, teacher=teacher_obj, teacher_predictions=pred_paths,
+                           teacher_store=teacher_store, progress=not quiet, resume=resume, overwrite=overwrite)
+    except KeyboardInterrupt:
+        # The training state is saved after every epoch (in <out>.resume/); say how to pick it up.
+        raise KeyboardInterrupt(f"the last finished epoch is saved; continue it by running the same command with "
+                                f"--resume (state in {out}.resume/)") from None
     if not main:
         return
     meta = ckpt.meta

@@ -6,13 +6,16 @@ from pathlib import Path
 
 import click
 
+from edgemed.cli._options import overwrite_option
+
 __all__ = ["ensemble"]
 
 
 @click.command()
 @click.argument("students", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Ensemble student directory to write.")
-def ensemble(students: tuple[Path, ...], out: Path) -> None:
+@overwrite_option
+def ensemble(students: tuple[Path, ...], out: Path, overwrite: bool) -> None:
     """Average students of the same organ, architecture and preprocessing into one model.
 
     The ensemble is one network (one ONNX graph after export) whose output is the members'
@@ -25,7 +28,7 @@ def ensemble(students: tuple[Path, ...], out: Path) -> None:
     """
     from edgemed.compress import ensemble_students
 
-    ckpt = ensemble_students(students, out)
+    ckpt = ensemble_students(students, out, overwrite=overwrite)
     training = ckpt.meta.training
     click.echo(f"wrote {out}  ({training.members} members, {training.parameters or 0:,d} parameters)")
     click.echo(f"next: edgemed export {out} --out {out}.edgemed")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli._options import MultiValueOption
+from edgemed.cli._options import MultiValueOption, overwrite_option
 
 __all__ = ["export"]
 
@@ -26,8 +26,10 @@ __all__ = ["export"]
 @click.option("--fixed-batch", is_flag=True, help="Batch of 1 instead of a dynamic batch axis.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim graph simplification.")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle manifest's parity block as JSON.")
+@overwrite_option
 def export(student: Path, out: Path, opset: int, parity_scans: tuple[str, ...], precision: str,
-           max_abs_logit_diff: float | None, min_mask_dice: float | None, fixed_batch: bool, no_simplify: bool, as_json: bool) -> None:
+           max_abs_logit_diff: float | None, min_mask_dice: float | None, fixed_batch: bool, no_simplify: bool, as_json: bool,
+           overwrite: bool) -> None:
     """Export STUDENT (a checkpoint from `edgemed distill`) to an ONNX bundle the runtime loads.
 
     The exported model and the torch student run on the same slices; past the tolerances the
@@ -43,7 +45,7 @@ def export(student: Path, out: Path, opset: int, parity_scans: tuple[str, ...], 
                               parity_volumes=tuple(parity_scans) or None, precision=precision,
                               max_abs_logit_diff=max_abs_logit_diff,
                               min_mask_dice=min_mask_dice)
-    bundle = to_onnx(student, out, config)
+    bundle = to_onnx(student, out, config, overwrite=overwrite)
     parity = bundle.parity
     if as_json:
         click.echo(json.dumps(parity, indent=2))

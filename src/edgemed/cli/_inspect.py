@@ -14,8 +14,9 @@ __all__ = ["inspect", "students"]
 @click.argument("artifact", required=False, type=click.Path(path_type=Path))
 @click.option("--label-map", help="Print the classes of a label map (built-in name or JSON file) instead.")
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the payload files.")
-def inspect(artifact: Path | None, label_map: str | None, no_verify: bool) -> None:
-    """Print ARTIFACT's manifest (kind, hashes, lineage, metadata) as JSON.
+@click.option("--json", "as_json", is_flag=True, help="Print the raw manifest (kind, hashes, lineage, metadata).")
+def inspect(artifact: Path | None, label_map: str | None, no_verify: bool, as_json: bool = False) -> None:
+    """Summarise ARTIFACT: kind, organs, architecture, parameters, precision, backend, held-out Dice.
 
     \b
     Examples:
@@ -35,7 +36,42 @@ def inspect(artifact: Path | None, label_map: str | None, no_verify: bool) -> No
     if artifact is None:
         raise ConfigError("give an artifact directory to inspect, or --label-map NAME.")
     manifest = read_manifest(artifact, verify=not no_verify)
-    click.echo(json.dumps(manifest.to_json(), indent=2))
+    if as_json:
+        click.echo(json.dumps(manifest.to_json(), indent=2))
+        return
+    for line in _summary(artifact, manifest):
+        click.echo(line)
+    click.echo(f"raw manifest: edgemed inspect {artifact} --json")
+
+
+def _summary(path: Path, manifest: object) -> list[str]:
+    """What a reader wants to know of an artifact, from its typed metadata."""
+    from edgemed.artifacts import BUNDLE_KIND, ENGINE_KIND, STUDENT_KIND, StudentCheckpoint, open_bundle
+
+    kind = manifest.kind  # type: ignore[attr-defined]
+    lines = [f"{path}: {kind} artifact (schema {manifest.schema_version}, "  # type: ignore[attr-defined]
+             f"edgemed {manifest.edgemed_version}, {len(manifest.files)} file(s))"]  # type: ignore[attr-defined]
+    if kind in (BUNDLE_KIND, ENGINE_KIND):
+        meta = open_bundle(path, verify=False, manifest=manifest).meta  # type: ignore[arg-type]
+        st = meta.student
+        dice, holdout = st.validation_dice, st.extra.get("holdout_kind")
+        lines += [f"  organs: {', '.join(f'{o.name} (label {o.label_id})' for o in meta.organs)}",
+                  f"  architecture: {st.arch or 'unknown'}; parameters: "
+                  f"{f'{st.parameters:,d}' if st.parameters else 'unknown'}",
+                  f"  precision: {meta.precision}; preferred backend: {meta.preferred_backend or 'none recorded (auto)'}"]
+    elif kind == STUDENT_KIND:
+        ckpt = StudentCheckpoint.load(path, verify=False)
+        m = ckpt.meta
+        dice, holdout = m.validation.dice, m.validation.holdout_kind
+        lines += [f"  organs: {', '.join(f'{o.name} (label {o.label_id})' for o in m.organs)}",
+                  f"  architecture: {ckpt.architecture.get('arch', 'unknown')}; parameters: "
+                  f"{f'{m.training.parameters:,d}' if m.training.parameters else 'unknown'}",
+                  "  precision: fp32 (torch weights); preferred backend: n/a (export it first)"]
+    else:
+        return lines
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in dice.items()) or "not recorded"
+    lines.append(f"  held-out Dice vs teacher: {shown} (holdout: {holdout or 'unknown'})")
+    return lines
 
 
 @click.command()

@@ -6,7 +6,12 @@ from typing import Any
 
 import click
 
-__all__ = ["MultiValueOption", "shown_scan"]
+__all__ = ["MultiValueOption", "overwrite_option", "shown_scan"]
+
+# One flag name for every command that writes: see edgemed.artifacts.check_output for the rule.
+overwrite_option = click.option(
+    "--overwrite", is_flag=True,
+    help="Replace an existing output of the same kind. Anything else at --out is refused, never deleted.")
 
 
 class MultiValueOption(click.Option):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli._options import shown_scan
+from edgemed.cli._options import overwrite_option, shown_scan
 
 __all__ = ["profile"]
 
@@ -35,9 +35,14 @@ __all__ = ["profile"]
               help="With --target: efficiencies fitted on measured runs: a JSON file, or a shipped name "
                    "(host_ort_int8, host_openvino_fp32, ...; benchmarks/suite/predict_latency.py writes them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+@click.option("--reference-label", "reference_labels", multiple=True, metavar="ORGAN=ID|ID",
+              help="The organ's label id in the reference maps when it differs from the bundle's (a DICOM-SEG "
+                   "numbers segments 1..); ID alone for a one-organ bundle. Repeatable.")
+@overwrite_option
 def profile(bundle: Path, scan: Path, teacher_predictions: Path | None, ground_truth: Path | None, backend: str,
             repeats: int, warmup: int, threads: int | None, out: Path | None, target: str | None,
-            precision: str | None, calibration: Path | None, as_json: bool) -> None:
+            precision: str | None, calibration: Path | None, as_json: bool, overwrite: bool,
+            reference_labels: tuple[str, ...] = ()) -> None:
     """Profile BUNDLE on a scan: stage latency percentiles, batch throughput, FLOP/s vs this host's peak, Dice.
 
     \b
@@ -53,7 +58,8 @@ def profile(bundle: Path, scan: Path, teacher_predictions: Path | None, ground_t
 
     out_dir = out if out is not None else Path(f"profile-{bundle.name or 'bundle'}")
     report = profile_bundle(bundle, scan, teacher_predictions=teacher_predictions, ground_truth=ground_truth,
-                            backend=backend, repeats=repeats, warmup=warmup, threads=threads, out_dir=out_dir)
+                            backend=backend, repeats=repeats, warmup=warmup, threads=threads, out_dir=out_dir,
+                            overwrite=overwrite, reference_labels=_reference_labels(bundle, reference_labels))
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
         return
@@ -70,7 +76,10 @@ def profile(bundle: Path, scan: Path, teacher_predictions: Path | None, ground_t
                    f"{m.peak_percent:.1f} % of this host's {m.peak_gflops:.1f} GFLOP/s matmul peak")
     for a in report.accuracy:
         hd = "inf" if math.isinf(a.hd95_mm) else f"{a.hd95_mm:.1f}"
-        click.echo(f"  {a.organ:<16} vs {a.reference:<12} Dice {a.dice:.4f}  HD95 {hd} mm")
+        click.echo(f"  {a.organ:<16} vs {a.reference:<12} Dice {a.dice:.4f} ({a.scope})  HD95 {hd} mm")
+    if report.heldout_dice:
+        click.echo("  held-out Dice recorded at distillation (vs the teacher): "
+                   + ", ".join(f"{k} {v:.4f}" for k, v in report.heldout_dice.items()))
     for note in report.notes:
         click.echo(f"  note: {note}")
     click.echo(f"wrote {report.report_md}, {report.report_json}"
@@ -82,6 +91,28 @@ def profile(bundle: Path, scan: Path, teacher_predictions: Path | None, ground_t
         other = "openvino" if report.backend == "ort" else "ort"
         click.echo(f"next: read {report.report_md}; compare backends: edgemed profile {bundle} --scan {shown_scan(scan)} "
                    f"--backend {other} --out {out_dir}-{other}")
+
+
+def _reference_labels(bundle: Path, values: tuple[str, ...]) -> dict[str, int]:
+    """--reference-label values as organ → id ("ID" alone: the one organ of a one-organ bundle)."""
+    from edgemed.artifacts import open_bundle
+    from edgemed.errors import ConfigError
+
+    out: dict[str, int] = {}
+    for value in values:
+        organ, sep, text = value.rpartition("=")
+        try:
+            label = int(text)
+        except ValueError:
+            raise ConfigError(f"--reference-label {value!r}: give ORGAN=ID (e.g. liver=1) or an integer ID.") from None
+        if not sep:
+            organs = open_bundle(bundle, verify=False).organs
+            if len(organs) != 1:
+                raise ConfigError(f"--reference-label {value}: {bundle} segments {len(organs)} organs "
+                                  f"({', '.join(o.name for o in organs)}); say which: ORGAN=ID.")
+            organ = organs[0].name
+        out[organ.strip()] = label
+    return out
 
 
 def _predict(bundle: Path, scan: Path, target_id: str, precision: str | None, calibration: Path | None,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli._options import MultiValueOption
+from edgemed.cli._options import MultiValueOption, overwrite_option
 
 __all__ = ["prune"]
 
@@ -33,9 +33,10 @@ __all__ = ["prune"]
 @click.option("--epochs", type=int, default=30, show_default=True, help="Fine-tune epochs.")
 @click.option("--lr", type=float, default=3e-3, show_default=True,
               help="Fine-tune learning rate (a pruned student may start at Dice 0; 1e-3 can be too low to recover).")
+@overwrite_option
 def prune(student: Path, out: Path, ratio: float | None, target_macs: float | None, target_latency_ms: float | None,
           latency_size: int, max_ratio: float, importance: str, steps: int, keep_head_inputs: bool,
-          finetune_scans: tuple[str, ...], epochs: int, lr: float) -> None:
+          finetune_scans: tuple[str, ...], epochs: int, lr: float, overwrite: bool) -> None:
     """Remove channels from a student (torch-pruning, DepGraph); fine-tune it from the unpruned one.
 
     \b
@@ -45,16 +46,17 @@ def prune(student: Path, out: Path, ratio: float | None, target_macs: float | No
     """
     import tempfile
 
-    from edgemed.artifacts import StudentCheckpoint
+    from edgemed.artifacts import STUDENT_KIND, StudentCheckpoint, check_output
     from edgemed.compress import DistillConfig, PruneConfig, distill, prune as run_prune
     from edgemed.models.teachers import StudentTeacher
 
     config = PruneConfig(ratio=ratio, target_macs=target_macs, target_latency_ms=target_latency_ms,
                          latency_size=latency_size, max_ratio=max_ratio, importance=importance, iterative_steps=steps,
                          keep_head_inputs=keep_head_inputs)
+    check_output(out, kind=STUDENT_KIND, overwrite=overwrite, inputs=[student, *finetune_scans])
     parent = StudentCheckpoint.load(student)
     if not finetune_scans:
-        pruned = run_prune(parent, config, out, progress=True)
+        pruned = run_prune(parent, config, out, progress=True, overwrite=overwrite)
         click.echo(f"wrote {out}: {_summary(pruned)} (not fine-tuned; pass --finetune-scans)")
         return
     with tempfile.TemporaryDirectory(prefix="edgemed-prune-") as tmp:
@@ -63,7 +65,7 @@ def prune(student: Path, out: Path, ratio: float | None, target_macs: float | No
         label_map = parent.meta.label_map_name or "totalsegmentator"
         tuned = distill(list(finetune_scans), DistillConfig(organs=organs, label_map=label_map, epochs=epochs, lr=lr,
                                                             preprocess=parent.preprocess),
-                        out, teacher=StudentTeacher(student), init=pruned)
+                        out, teacher=StudentTeacher(student), init=pruned, overwrite=overwrite)
     click.echo(f"wrote {out}: {_summary(pruned)}, fine-tuned {epochs} epochs from {student}")
     for organ, value in tuned.meta.validation.dice.items():
         click.echo(f"  {organ:<24} Dice vs the unpruned student on held-out data: {value:.4f}")

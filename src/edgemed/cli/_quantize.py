@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli._options import MultiValueOption
+from edgemed.cli._options import MultiValueOption, overwrite_option
 
 __all__ = ["quantize"]
 
@@ -34,10 +34,11 @@ __all__ = ["quantize"]
 @click.option("--calibrate-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="ort method only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@overwrite_option
 def quantize(bundle: Path, scans: tuple[str, ...], out: Path, method: str, student: Path | None, epochs: int,
              validation_scans: tuple[str, ...],
              references: tuple[str, ...], max_dice_drop: float, calibration_slices: int | None, calibrate_method: str,
-             as_json: bool) -> None:
+             as_json: bool, overwrite: bool) -> None:
     """Quantize a bundle to INT8, Dice-checked, and keep it only where it is faster.
 
     FP32, the NNCF/ORT INT8 model and the target backend are timed side by side; the written
@@ -65,7 +66,7 @@ def quantize(bundle: Path, scans: tuple[str, ...], out: Path, method: str, stude
                                calibrate_method=calibrate_method)
     click.echo(f"quantizing {bundle} with {method} on {len(scans)} calibration scan(s) → {out}", err=True)
     result = run(bundle, list(scans), config, out, validation_scans=list(validation_scans) or None,
-                 references=list(references) or None)
+                 references=list(references) or None, overwrite=overwrite)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
+
+from edgemed.cli._options import overwrite_option
 
 __all__ = ["segment"]
 
@@ -18,11 +21,18 @@ __all__ = ["segment"]
               help="trt: TensorRT engine bundles (from edgemed build); auto picks it for them.")
 @click.option("--threads", type=int, help="Backend threads (default: physical cores).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Slices per inference call.")
+@click.option("--modality", type=click.Choice(["CT", "MR"]),
+              help="The scan's modality when the file does not say (NIfTI/NRRD): overrides the guess from intensities.")
 @click.option("--dicom-seg", type=click.Path(path_type=Path),
               help="Also write a DICOM-SEG referencing the input series (SCAN must be a DICOM series folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print voxel counts and stage timings as JSON.")
+@click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(path_type=Path),
+              help="Require BUNDLE signed by this public key (file or directory; repeatable; "
+                   "default: $EDGEMED_TRUSTED_KEYS).")
+@overwrite_option
 def segment(bundle: Path, scan: Path, out: Path, backend: str, threads: int | None, batch_size: int,
-            dicom_seg: Path | None, as_json: bool) -> None:
+            dicom_seg: Path | None, as_json: bool, overwrite: bool, trusted_keys: tuple[Path, ...] = (),
+            modality: str | None = None) -> None:
     """Segment SCAN (NIfTI file or DICOM series folder) with BUNDLE; write a NIfTI label map.
 
     The mask is on the scan's own grid (resampled back from the student's spacing), with the
@@ -36,25 +46,35 @@ def segment(bundle: Path, scan: Path, out: Path, backend: str, threads: int | No
     import numpy as np
 
     from edgemed import runtime
+    from edgemed.artifacts import atomic_files, check_output_file
     from edgemed.errors import ConfigError
     from edgemed.io import read_volume, write_nifti
 
     if dicom_seg is not None and not scan.is_dir():
         raise ConfigError("--dicom-seg needs SCAN to be a DICOM series folder (the SEG references its images).")
-    volume = read_volume(scan)
-    with runtime.load(bundle, backend=backend, threads=threads) as seg:
+    if dicom_seg is not None and dicom_seg.resolve() == out.resolve():
+        raise ConfigError(f"--out and --dicom-seg are the same file ({out}); give two paths.")
+    outputs = [out] if dicom_seg is None else [out, dicom_seg]
+    for path in outputs:  # before reading the scan or loading the model
+        check_output_file(path, overwrite=overwrite, inputs=[bundle, scan])
+    volume = read_volume(scan, modality=modality)
+    with runtime.load(bundle, backend=backend, threads=threads, trusted_keys=list(trusted_keys) or None) as seg:
+        _check_modality(volume, seg.bundle.preprocess.modality, scan)
         mask = seg.segment(volume, batch_size=batch_size)
         timings = seg.last_timings
         backend_name = seg.backend
-    write_nifti(mask, out)
-    if dicom_seg is not None:
-        from edgemed.io import write_dicom_seg
+    # Both outputs or neither: each is written aside and moved into place once both are complete.
+    with atomic_files(*outputs) as staged:
+        write_nifti(mask, staged[0])
+        if dicom_seg is not None:
+            from edgemed.io import write_dicom_seg
 
-        write_dicom_seg(mask, scan, dicom_seg, {o.label_id: o.name for o in seg.organs})
+            write_dicom_seg(mask, scan, staged[1], {o.label_id: o.name for o in seg.organs})
     spacing = np.prod(volume.spacing_mm)
     counts = {o.name: int((mask.array == o.label_id).sum()) for o in seg.organs}
     if as_json:
-        click.echo(json.dumps({"out": str(out), "backend": backend_name, "voxels": counts,
+        click.echo(json.dumps({"out": str(out), "written": [str(p) for p in outputs], "backend": backend_name,
+                               "voxels": counts,
                                "volume_ml": {k: v * spacing / 1000 for k, v in counts.items()},
                                "timings_ms": timings.to_json()},
                               indent=2))
@@ -63,3 +83,19 @@ def segment(bundle: Path, scan: Path, out: Path, backend: str, threads: int | No
                f"inference {timings.inference_ms:.0f}, postprocess {timings.postprocess_ms:.0f})")
     for name, n in counts.items():
         click.echo(f"  {name:<24} {n:>9,d} voxels  {n * spacing / 1000:8.1f} ml")
+    for path in outputs[1:]:
+        click.echo(f"wrote {path}  (DICOM-SEG referencing the input series)")
+
+
+def _check_modality(volume: Any, want: str, scan: Path) -> None:
+    """The runtime's modality check, worded for the command line (--modality, not a Python argument)."""
+    from edgemed.errors import InputError
+    from edgemed.io import check_scan_values
+
+    if volume.modality == want:
+        return
+    # NaN voxels, or a label map whose modality was guessed, say so first.
+    check_scan_values(volume, finite_only=not volume.meta.get("modality_guessed"))
+    guessed = " (guessed from its intensities)" if volume.meta.get("modality_guessed") else ""
+    raise InputError(f"{volume.source or scan.name} is {volume.modality!r}{guessed}, but this model segments {want} "
+                     f"scans. Pass a {want} scan; if it is one, say so: --modality {want}.")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from edgemed.cli._options import overwrite_option
+
 __all__ = ["keygen", "pack", "sign", "unpack", "verify"]
 
 
@@ -49,7 +51,7 @@ def sign(artifacts: tuple[Path, ...], key_path: Path) -> None:
 
 @click.command()
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--key", "keys", multiple=True, type=click.Path(path_type=Path),
+@click.option("--trusted-key", "--key", "keys", multiple=True, type=click.Path(path_type=Path),
               help="A trusted public key file or directory (repeatable; default: $EDGEMED_TRUSTED_KEYS).")
 @click.option("--require-signature/--no-require-signature", default=None,
               help="Fail on unsigned artifacts (default: exactly when a trusted key is given).")
@@ -72,7 +74,9 @@ def verify(artifacts: tuple[Path, ...], keys: tuple[Path, ...], require_signatur
             click.echo(verify_artifact(path, trusted_keys=trusted, require_signature=require_signature).summary())
         except ArtifactError as err:
             failed += 1
-            click.echo(f"REFUSED {err}", err=True)
+            from edgemed.cli._options import shown_scan
+
+            click.echo(f"REFUSED {str(err).replace(str(path), shown_scan(path))}", err=True)
     if failed:
         raise SystemExit(1)
 
@@ -80,7 +84,8 @@ def verify(artifacts: tuple[Path, ...], keys: tuple[Path, ...], require_signatur
 @click.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The archive: .tar, .tar.gz or .tgz.")
-def pack(artifact: Path, out: Path) -> None:
+@overwrite_option
+def pack(artifact: Path, out: Path, overwrite: bool) -> None:
     """Pack ARTIFACT (a bundle, signed or not) into one file for shipping, after verifying it.
 
     \b
@@ -89,7 +94,7 @@ def pack(artifact: Path, out: Path) -> None:
     """
     from edgemed.artifacts import pack_artifact
 
-    pack_artifact(artifact, out)
+    pack_artifact(artifact, out, overwrite=overwrite)
     click.echo(f"wrote {out}")
     click.echo(f"next, on the device: edgemed unpack {out} --out DIR [--key PUBLIC.pem]")
 
@@ -100,7 +105,8 @@ def pack(artifact: Path, out: Path) -> None:
 @click.option("--key", "keys", multiple=True, type=click.Path(path_type=Path),
               help="Require a signature by this trusted public key (repeatable; default: $EDGEMED_TRUSTED_KEYS).")
 @click.option("--max-mb", type=float, default=4096, show_default=True, help="Refuse archives extracting to more.")
-def unpack(archive: Path, out: Path, keys: tuple[Path, ...], max_mb: float) -> None:
+@overwrite_option
+def unpack(archive: Path, out: Path, keys: tuple[Path, ...], max_mb: float, overwrite: bool) -> None:
     """Extract a packed artifact safely (no paths outside OUT, no links, size-capped), then verify it.
 
     \b
@@ -109,5 +115,5 @@ def unpack(archive: Path, out: Path, keys: tuple[Path, ...], max_mb: float) -> N
     """
     from edgemed.artifacts import extract_artifact
 
-    extract_artifact(archive, out, max_bytes=int(max_mb * 2**20), trusted_keys=list(keys) or None)
+    extract_artifact(archive, out, max_bytes=int(max_mb * 2**20), trusted_keys=list(keys) or None, overwrite=overwrite)
     click.echo(f"wrote {out} (verified)")

@@ -38,6 +38,7 @@ def distill(
     init: StudentCheckpoint | str | os.PathLike[str] | None = None,
     resume: bool = False,
     state_every: int = 1,
+    overwrite: bool = False,
 ) -> StudentCheckpoint:
     """Distill a teacher into an organ-specific student from unlabeled scans.
 
@@ -65,6 +66,8 @@ def distill(
             every `state_every` epochs, removed when the student is written); without one, start
             afresh. The continued run gives the same weights as an uninterrupted one.
         state_every: Epochs between training-state saves (0: never save one).
+        overwrite: Replace a student checkpoint at `out`; anything else there is refused before any
+            scan is read (`edgemed.artifacts.check_output`).
 
     Returns:
         The written student checkpoint.
@@ -81,13 +84,18 @@ def distill(
                           "or a teacher store (--teacher-store).")
     if state_every < 0:
         raise ConfigError(f"state_every={state_every} must be >= 0 (0: no resumable state).")
+    from edgemed.artifacts import check_output
+
+    # Before loading scans or training: a bad --out fails in seconds, not after the last epoch.
+    check_output(out, kind=STUDENT_KIND, overwrite=overwrite,
+                 inputs=[*scans, *(teacher_predictions or ()), teacher_store, init])
     with distributed() as ctx:
         return _distill(scans, config, Path(out), teacher, teacher_predictions, teacher_store, progress, init, resume,
-                        state_every, ctx)
+                        state_every, ctx, overwrite)
 
 
 def _distill(scans, config, out, teacher, teacher_predictions, teacher_store, progress, init, resume,  # type: ignore[no-untyped-def]
-             state_every, ctx):
+             state_every, ctx, overwrite=False):
     import torch
 
     from edgemed.compress._train_state import load_state, state_dir
@@ -190,7 +198,7 @@ def _distill(scans, config, out, teacher, teacher_predictions, teacher_store, pr
         if init_ckpt.architecture.get("pruned"):
             payload["architecture.json"] = (json.dumps({**spec.to_json(), "pruned": True}, indent=2) + "\n").encode()
     payload["history.json"] = (json.dumps(history, indent=1) + "\n").encode()
-    write_artifact(out, kind=STUDENT_KIND, schema_version=STUDENT_SCHEMA, payload=payload,
+    write_artifact(out, kind=STUDENT_KIND, schema_version=STUDENT_SCHEMA, payload=payload, overwrite=overwrite,
                    metadata=metadata.to_json(), parent=teacher_identity.get("sha256") if isinstance(teacher_identity, dict) else None)
     shutil.rmtree(state_dir(out), ignore_errors=True)
     ctx.barrier()

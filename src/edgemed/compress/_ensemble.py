@@ -13,7 +13,7 @@ __all__ = ["ensemble_students"]
 
 
 def ensemble_students(students: Sequence[StudentCheckpoint | str | os.PathLike[str]],
-                      out: str | os.PathLike[str]) -> StudentCheckpoint:
+                      out: str | os.PathLike[str], *, overwrite: bool = False) -> StudentCheckpoint:
     """Combine students of the same organ(s), architecture and preprocessing into one ensemble student.
 
     The result averages the members' probabilities, exactly as `DistillConfig(ensemble=N)` does:
@@ -23,9 +23,13 @@ def ensemble_students(students: Sequence[StudentCheckpoint | str | os.PathLike[s
     Raises:
         ConfigError: Fewer than two students, or students that do not agree on organs, label
             map, architecture or preprocessing (they would not average to anything meaningful).
+        OutputError: `out` holds something other than a student (or one, without `overwrite`).
     """
+    from edgemed.artifacts import check_output
     from edgemed.models import Ensemble, StudentSpec, load_student, student_payload
 
+    check_output(out, kind=STUDENT_KIND, overwrite=overwrite,
+                 inputs=[s.path if isinstance(s, StudentCheckpoint) else s for s in students])
     ckpts = [s if isinstance(s, StudentCheckpoint) else StudentCheckpoint.load(s) for s in students]
     if len(ckpts) < 2:
         raise ConfigError(f"an ensemble needs at least 2 students, got {len(ckpts)}.")
@@ -56,5 +60,5 @@ def ensemble_students(students: Sequence[StudentCheckpoint | str | os.PathLike[s
     payload = student_payload(ensemble, spec)
     payload["history.json"] = (json.dumps([], indent=1) + "\n").encode()
     write_artifact(out, kind=STUDENT_KIND, schema_version=first.manifest.schema_version, payload=payload,
-                   metadata=metadata.to_json(), parent=first.manifest.parent)
+                   metadata=metadata.to_json(), parent=first.manifest.parent, overwrite=overwrite)
     return StudentCheckpoint.load(out)

@@ -336,7 +336,8 @@ def _latency_probe(torch: Any, example: Any, config: PruneConfig) -> Callable[[A
 
 
 def prune(student: StudentCheckpoint | str | os.PathLike[str], config: PruneConfig,
-          out: str | os.PathLike[str], *, example_batches: Any = None, progress: bool = False) -> StudentCheckpoint:
+          out: str | os.PathLike[str], *, example_batches: Any = None, progress: bool = False,
+          overwrite: bool = False) -> StudentCheckpoint:
     """Remove channels from a student (the output head is never pruned) and write a new checkpoint.
 
     The pruned student has not been fine-tuned: distill it again from the unpruned one
@@ -349,11 +350,16 @@ def prune(student: StudentCheckpoint | str | os.PathLike[str], config: PruneConf
         example_batches: For "taylor": a list of (N, C, H, W) float arrays (real slices) whose
             loss gradient (mean logit energy) ranks channels; default: random input.
         progress: Show a progress bar over the pruning steps.
+        overwrite: Replace a student checkpoint at `out` (anything else there is refused).
 
     Returns:
         The pruned checkpoint; its manifest records parameters and MACs before and after, and the
         ratio and latency reached.
     """
+    from edgemed.artifacts import check_output
+
+    check_output(out, kind=STUDENT_KIND, overwrite=overwrite,
+                 inputs=[student.path if isinstance(student, StudentCheckpoint) else student])
     torch = require("torch")
     tp = require("torch_pruning")
     import numpy as np
@@ -384,5 +390,5 @@ def prune(student: StudentCheckpoint | str | os.PathLike[str], config: PruneConf
     }
     metadata = ckpt.meta.with_(pruning=pruning, training=ckpt.meta.training.with_(parameters=result.parameters[1]))
     write_artifact(out, kind=STUDENT_KIND, schema_version=ckpt.manifest.schema_version, payload=payload,
-                   metadata=metadata.to_json(), parent=ckpt.manifest.digest)
+                   metadata=metadata.to_json(), parent=ckpt.manifest.digest, overwrite=overwrite)
     return StudentCheckpoint.load(out)

@@ -162,7 +162,8 @@ class QuantizeResult:
 
 def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], config: NncfInt8Config | OrtInt8Config,
              out: str | os.PathLike[str], *, validation_scans: Sequence[str | os.PathLike[str] | Volume] | None = None,
-             references: Sequence[str | os.PathLike[str]] | None = None, timing_repeats: int = 7) -> QuantizeResult:
+             references: Sequence[str | os.PathLike[str]] | None = None, timing_repeats: int = 7,
+             overwrite: bool = False) -> QuantizeResult:
     """Quantize a bundle's model to INT8, check Dice, time it, and write the faster acceptable bundle.
 
     Args:
@@ -174,22 +175,29 @@ def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], conf
         validation_scans: Scans the Dice drop is measured on (default: the calibration scans).
         references: Reference label maps for `validation_scans` (e.g. the teacher's); without
             them the Dice is measured against the FP32 model's own masks.
+        overwrite: Replace an ONNX bundle at `out`; anything else there is refused (`check_output`).
 
     Returns:
         What was measured and chosen; the written bundle records the same.
     """
+    from edgemed.artifacts import BUNDLE_KIND, OnnxBundle, check_output
     from edgemed.compress._dist import distributed
+
+    check_output(out, kind=BUNDLE_KIND, overwrite=overwrite,
+                 inputs=[bundle.path if isinstance(bundle, OnnxBundle) else bundle, *scans, *(validation_scans or ()),
+                         *(references or ())])
 
     with distributed() as ctx:
         if ctx.world_size > 1 and not isinstance(config, NncfQatConfig):
             raise ConfigError(f"{type(config).__name__} (post-training quantization) runs in one process; of the "
                               "quantization methods only QAT (NncfQatConfig, --method qat) trains under torchrun.")
-        return _quantize(bundle, scans, config, out, validation_scans, references, timing_repeats, ctx)
+        return _quantize(bundle, scans, config, out, validation_scans, references, timing_repeats, ctx, overwrite)
 
 
 def _quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], config: Any, out: str | os.PathLike[str],
               validation_scans: Sequence[str | os.PathLike[str] | Volume] | None,
-              references: Sequence[str | os.PathLike[str]] | None, timing_repeats: int, ctx: Any) -> QuantizeResult:
+              references: Sequence[str | os.PathLike[str]] | None, timing_repeats: int, ctx: Any,
+              overwrite: bool = False) -> QuantizeResult:
     from edgemed.artifacts import BUNDLE_KIND, BUNDLE_SCHEMA, OnnxBundle
     from edgemed.runtime.backends import open_session
 
@@ -259,7 +267,7 @@ def _quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], con
                             {**calib_record, "method": type(config).__name__, "config": _config_json(config)})
     metadata = src.meta.with_(precision=precision, preferred_backend=backend, quantization=result.to_json())
     write_artifact(out, kind=BUNDLE_KIND, schema_version=BUNDLE_SCHEMA, payload={src.meta.model: model_bytes},
-                   metadata=metadata.to_json(), parent=src.manifest.digest)
+                   metadata=metadata.to_json(), parent=src.manifest.digest, overwrite=overwrite)
     ctx.barrier()
     return result
 

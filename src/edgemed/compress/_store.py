@@ -85,6 +85,7 @@ def precompute_teacher(scans: Sequence[str | os.PathLike[str] | Volume], teacher
 
     Raises:
         ConfigError: The directory holds a store for other organs, temperature, precision or teacher.
+        OutputError: `store` is a file, a folder that is not a teacher store, or cannot be written.
 
     Example:
         >>> teacher = load_teacher("Dataset291_TotalSegmentator_part1_organs_1559subj")   # doctest: +SKIP
@@ -92,8 +93,13 @@ def precompute_teacher(scans: Sequence[str | os.PathLike[str] | Volume], teacher
     """
     from edgemed.compress._dist import distributed
 
+    from edgemed.artifacts import check_output
+
     if not scans:
         raise ConfigError("no scans given; pass at least one with --scans.")
+    # A store is filled in place, never replaced (a rerun adds what is missing), so a store there is
+    # accepted as it is; any other folder is refused.
+    check_output(store, kind="teacher store", overwrite=True, inputs=scans, layout=(_INDEX, "shards"))
     with distributed() as ctx:
         return _precompute(scans, teacher, Path(store), config, progress and ctx.is_main, ctx)
 

@@ -26,7 +26,7 @@ _TWO_GIB = 2**31
 
 
 def to_onnx(student: StudentCheckpoint | str | os.PathLike[str], out: str | os.PathLike[str],
-            config: OnnxExportConfig = OnnxExportConfig()) -> OnnxBundle:
+            config: OnnxExportConfig = OnnxExportConfig(), *, overwrite: bool = False) -> OnnxBundle:
     """Export a student to a single-file ONNX model and write it as a bundle the runtime can load.
 
     The exported graph takes "image" (batch, 2c+1, height, width) 2.5D slice stacks and returns
@@ -38,6 +38,7 @@ def to_onnx(student: StudentCheckpoint | str | os.PathLike[str], out: str | os.P
         student: A student checkpoint (or its directory) from `edgemed.compress.distill`.
         out: The bundle directory to write (replaced atomically).
         config: Opset, dynamic batch, simplification and parity tolerances.
+        overwrite: Replace an ONNX bundle at `out`; anything else there is refused (`check_output`).
 
     Returns:
         The written bundle.
@@ -55,6 +56,11 @@ def to_onnx(student: StudentCheckpoint | str | os.PathLike[str], out: str | os.P
         >>> bundle.parity["max_abs_logit_diff"], bundle.parity["mask_dice"]
         (2.1e-06, {'liver': 1.0})
     """
+    from edgemed.artifacts import check_output
+
+    check_output(out, kind=BUNDLE_KIND, overwrite=overwrite,
+                 inputs=[student.path if isinstance(student, StudentCheckpoint) else student,
+                         *(config.parity_volumes or ())])
     ckpt = student if isinstance(student, StudentCheckpoint) else StudentCheckpoint.load(student)
     torch = require("torch")
     onnx = require("onnx")
@@ -86,7 +92,7 @@ def to_onnx(student: StudentCheckpoint | str | os.PathLike[str], out: str | os.P
     metadata = _metadata(ckpt, model, config, parity.to_json(max_abs_logit_diff=config.max_abs_logit_diff,
                                                              min_mask_dice=config.min_mask_dice), torch, onnx)
     write_artifact(out, kind=BUNDLE_KIND, schema_version=BUNDLE_SCHEMA, payload={MODEL_FILE: model_bytes},
-                   metadata=metadata.to_json(), parent=ckpt.manifest.digest)
+                   metadata=metadata.to_json(), parent=ckpt.manifest.digest, overwrite=overwrite)
     return OnnxBundle.load(out)
 
 

@@ -163,7 +163,7 @@ def engine_metadata(bundle: OnnxBundle, target: TargetProfile, config: TrtBuildC
 
 
 def write_engine_bundle(out: str | os.PathLike[str], *, plan: bytes, metadata: EngineMeta | Mapping[str, Any],
-                        parent: str, timing_cache: bytes | None = None) -> EngineBundle:
+                        parent: str, timing_cache: bytes | None = None, overwrite: bool = False) -> EngineBundle:
     """Write an engine bundle atomically: `model.engine` (the raw plan), optionally the timing cache,
     and the manifest; return it opened (every hash checked).
 
@@ -182,7 +182,7 @@ def write_engine_bundle(out: str | os.PathLike[str], *, plan: bytes, metadata: E
     if timing_cache is not None:
         payload[TIMING_CACHE_FILE] = bytes(timing_cache)
     write_artifact(out, kind=ENGINE_KIND, schema_version=ENGINE_SCHEMA, payload=payload,
-                   metadata=metadata.to_json(), parent=parent)
+                   metadata=metadata.to_json(), parent=parent, overwrite=overwrite)
     return EngineBundle.load(out)
 
 
@@ -220,7 +220,7 @@ def check_build_host(target: TargetProfile, config: TrtBuildConfig, local: Mappi
 
 
 def build_engine(onnx_bundle: OnnxBundle | str | os.PathLike[str], target: TargetProfile | str,
-                 config: TrtBuildConfig, out: str | os.PathLike[str]) -> EngineBundle:
+                 config: TrtBuildConfig, out: str | os.PathLike[str], *, overwrite: bool = False) -> EngineBundle:
     """Build a TensorRT engine from an ONNX bundle, on (and for) this machine's GPU, and write an engine bundle.
 
     Every check that needs no GPU runs first (precision vs target, DLA cores, INT8 needs Q/DQ,
@@ -250,6 +250,10 @@ def build_engine(onnx_bundle: OnnxBundle | str | os.PathLike[str], target: Targe
         >>> engine.precision, engine.meta.layer_precision_counts
         ('fp16', {'fp16': 38, 'fp32': 2})
     """
+    from edgemed.artifacts import check_output
+
+    check_output(out, kind=ENGINE_KIND, overwrite=overwrite,
+                 inputs=[onnx_bundle.path if isinstance(onnx_bundle, OnnxBundle) else onnx_bundle])
     bundle = onnx_bundle if isinstance(onnx_bundle, OnnxBundle) else OnnxBundle.load(onnx_bundle)
     if isinstance(target, str):
         from edgemed.profiles import get_profile
@@ -292,7 +296,7 @@ def build_engine(onnx_bundle: OnnxBundle | str | os.PathLike[str], target: Targe
                                timing_cache=cache_out if config.timing_cache is not None else None,
                                build_seconds=seconds)
     return write_engine_bundle(out, plan=plan, metadata=metadata, parent=bundle.manifest.digest,
-                               timing_cache=cache_out if config.timing_cache is not None else None)
+                               timing_cache=cache_out if config.timing_cache is not None else None, overwrite=overwrite)
 
 
 def _flag(trt: ModuleType, name: str) -> Any:

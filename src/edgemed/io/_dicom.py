@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from edgemed.errors import EdgemedWarning, InputError
-from edgemed.io._deid import identifiers, redact
+from edgemed.io._deid import identifiers, redact, redact_library_logs
 from edgemed.io._orient import LPS_TO_RAS, to_canonical
 from edgemed.io._volume import Volume
 
@@ -31,6 +31,7 @@ _GAP_TOLERANCE_MM = 0.1
 _GAP_TOLERANCE_FRACTION = 0.1
 
 DicomFile = tuple[Path, Dataset]
+redact_library_logs()  # pydicom logs the header values it cannot convert
 
 
 def read_header(path: Path) -> Dataset | None:
@@ -46,11 +47,12 @@ def read_header(path: Path) -> Dataset | None:
     except InvalidDicomError:
         return None
     except _PARSE_ERRORS as err:
+        # No chain: pydicom's message may quote the header bytes it choked on (a name, a date).
         raise InputError(
             f"{redact(path.name)}: looks like DICOM but could not be parsed "
             f"({type(err).__name__}: {redact(str(err))}); the file is truncated or corrupt. Copy it again, "
             "or remove it from the folder."
-        ) from err
+        ) from None
     # pydicom's warnings quote header values (an invalid date is a date): pass them on redacted.
     known = identifiers([header]) if caught else []
     for w in caught:
@@ -150,9 +152,10 @@ def _require_one_series(files: Sequence[DicomFile], source: str, known: list[str
     lines = []
     for members in by_series.values():
         ds = members[0][1]
+        # Number, modality and size only: a SeriesDescription is free text that may name the patient.
         lines.append(
-            f"  series {ds.get('SeriesNumber', '?')} '{redact(str(ds.get('SeriesDescription', '')), known)}' "
-            f"({ds.get('Modality', '?')}, {len(members)} files, e.g. {redact(members[0][0].name, known)})"
+            f"  series {ds.get('SeriesNumber', '?')} ({ds.get('Modality', '?')}, {len(members)} files, "
+            f"e.g. {redact(members[0][0].name, known)})"
         )
     raise InputError(
         f"{source}: holds {len(by_series)} DICOM series:\n" + "\n".join(lines) + "\n"
@@ -260,7 +263,7 @@ def _pixels(path: Path, ds: Dataset, geometry: _SliceGeometry, known: list[str])
         syntax = file_meta.get("TransferSyntaxUID", None) if file_meta is not None else None
         raise InputError(
             f"{name}: could not decode the pixel data (transfer syntax "
-            f"{getattr(syntax, 'name', syntax)}: {err}). If the file is truncated, copy it again; if its "
+            f"{getattr(syntax, 'name', syntax)}: {redact(str(err), known)}). If the file is truncated, copy it again; if its "
             "codec needs a plugin, install the decoders (pip install pylibjpeg pylibjpeg-libjpeg "
             "pylibjpeg-openjpeg) or decompress the series first (gdcmconv --raw)."
         ) from err

@@ -11,6 +11,7 @@ import numpy as np
 
 from edgemed._atomic import atomic_file
 from edgemed.errors import InputError
+from edgemed.io._deid import identifiers, redact
 from edgemed.io._dicom import scan_folder
 from edgemed.io._volume import Volume
 
@@ -28,7 +29,8 @@ def write_dicom_seg(labels: Volume, series_folder: str | os.PathLike[str], path:
     DICOM requires of a derived object; edgemed's own artifacts and logs never do.
 
     Raises:
-        InputError: The folder is not one DICOM series, or the label map is not on its grid.
+        InputError: The folder is not one DICOM series, the label map is not on its grid, or a header
+            value the SEG must copy is malformed (the message names no value: they identify the patient).
     """
     import pydicom
     import highdicom as hd
@@ -47,7 +49,8 @@ def write_dicom_seg(labels: Volume, series_folder: str | os.PathLike[str], path:
     for f, ds in enumerate(sources):
         ijk = _voxel_indices(ds, inv)
         if (ijk < 0).any() or (ijk >= np.asarray(labels.shape)[:, None, None]).any():
-            raise InputError(f"the label map is not on the grid of {Path(series_folder).name}; segment that series.")
+            raise InputError(f"the label map is not on the grid of {redact(Path(series_folder).name, identifiers(sources))}"
+                             "; segment that series.")
         values = labels.array[ijk[0], ijk[1], ijk[2]]
         for s, lid in enumerate(ids, start=1):
             frames[f][values == lid] = s
@@ -64,7 +67,17 @@ def write_dicom_seg(labels: Volume, series_folder: str | os.PathLike[str], path:
     with warnings.catch_warnings():
         # highdicom warns with the patient's name in the message; identifiers never reach our logs.
         warnings.simplefilter("ignore", UserWarning)
-        seg = _segmentation(hd, sources, frames, descriptions, algorithm)
+        try:
+            seg = _segmentation(hd, sources, frames, descriptions, algorithm)
+        except (ValueError, TypeError, AttributeError, KeyError) as err:
+            # pydicom/highdicom quote the offending header value (a birth date, a name): say what is
+            # wrong with it redacted, and drop the chain, whose messages and locals hold the value.
+            known = identifiers(sources)
+            raise InputError(
+                f"cannot write the DICOM-SEG: a header value of the series in {redact(Path(series_folder).name, known)}"
+                f" that a SEG must copy is malformed ({type(err).__name__}: {redact(str(err), known)}). Correct the "
+                "series' headers (e.g. with dcmodify) and segment again, or leave out the DICOM-SEG."
+            ) from None
     out = Path(path)
     with atomic_file(out) as tmp:
         seg.save_as(tmp)

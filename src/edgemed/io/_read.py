@@ -93,7 +93,9 @@ def read_volume(path: str | os.PathLike[str], *, modality: str | None = None) ->
     else:
         array, affine = load_nifti(source, as_labels=False) if kind == "nifti" else load_nrrd(source)
         array, affine = to_canonical(array.astype(np.float32, copy=False), affine, source=source.name)
-        guessed = "CT" if float(array.min()) < _CT_GUESS_MIN else "MR"
+        # fmin skips NaN: a CT with a few NaN voxels is still guessed CT (and then refused for the NaNs).
+        darkest = float(np.fmin.reduce(array, axis=None)) if array.size else 0.0
+        guessed = "CT" if darkest < _CT_GUESS_MIN else "MR"
         meta: dict[str, object] = {"format": kind.upper(), "modality": guessed}
         if modality is None:
             meta["modality_guessed"] = True

@@ -88,7 +88,7 @@ class GateResult:
     def table(self) -> str:
         """A plain-text table of every metric, then the verdict naming what regressed and by how much."""
         m = self.candidate
-        head = (f"edgemed check: {self.bundle} vs {self.baseline_path} ({m.backend}, {m.threads} thread"
+        head = (f"edgemed check: {self.bundle} vs {self.baseline_path} (backend {m.backend}, {m.threads} thread"
                 f"{'s' if m.threads != 1 else ''}, {len(m.candidate_ms)} interleaved repeats, {m.clock} clock)")
         cols = ("metric", "baseline", "candidate", "change", "interval", "limit", "verdict")
         rows = [cols] + [(c.label, c.baseline, c.candidate, c.change, c.interval, c.limit, _VERDICT[c.status])

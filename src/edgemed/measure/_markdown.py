@@ -52,11 +52,17 @@ def render_markdown(report: ProfileReport) -> str:
                      f"| {b.slices_per_s:.1f} |")
     lines += ["", "## Accuracy", ""]
     if r.accuracy:
-        lines += ["| organ | label id | reference | Dice | HD95 mm |", "|---|---:|---|---:|---:|"]
+        lines += ["| organ | label id | reference (its id) | Dice | scope | HD95 mm |", "|---|---:|---|---:|---|---:|"]
         for a in r.accuracy:
-            lines.append(f"| {a.organ} | {a.label_id} | {a.reference} | {a.dice:.4f} | {_num(a.hd95_mm, '.2f')} |")
+            ref_id = a.label_id if a.reference_label_id is None else a.reference_label_id
+            lines.append(f"| {a.organ} | {a.label_id} | {a.reference} ({ref_id}) | {a.dice:.4f} | {a.scope} "
+                         f"| {_num(a.hd95_mm, '.2f')} |")
     else:
         lines.append("No teacher predictions or ground truth given; pass `--teacher-predictions` to measure Dice.")
+    if r.heldout_dice:
+        lines += ["", "Held-out Dice (recorded at distillation, vs the teacher, on data the student was not trained "
+                  "on): " + ", ".join(f"{k} {v:.4f}" for k, v in r.heldout_dice.items()) + ". The Dice above is "
+                  "over the whole profiled scan, which may include training data."]
     m = r.model
     lines += [
         "", "## Model", "", "| fact | value |", "|---|---:|",

@@ -5,26 +5,30 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgemed._atomic import atomic_file
+from edgemed._atomic import atomic_dir, atomic_file
 from edgemed.measure._timing import Percentiles, host_facts, peak_conv_gops, peak_matmul_gflops, peak_rss_bytes
 from edgemed.measure._report_types import (STAGES, BatchLatency, ModelFacts, OrganAccuracy, ProfileConfig,
                                      ProfileReport)
 
-__all__ = ["profile_bundle"]
+__all__ = ["PROFILE_FILES", "profile_bundle"]
 
 PathLike = str | os.PathLike[str]
+# What a profile's --out folder holds; a folder holding only these is a profile (replaced with --overwrite).
+PROFILE_FILES = ("report.json", "report.md", "overlay.png", "mask.nii.gz")
 
 
 def profile_bundle(bundle: Any, scan: PathLike, *, teacher_predictions: PathLike | None = None,
                    ground_truth: PathLike | None = None, backend: str = "auto", repeats: int = 10, warmup: int = 2,
                    batch_sizes: Sequence[int] = (1, 8, 16), threads: int | None = None,
-                   out_dir: PathLike) -> ProfileReport:
+                   out_dir: PathLike, overwrite: bool = False,
+                   reference_labels: Mapping[str, int] | None = None) -> ProfileReport:
     """Profile a bundle on one scan: stage times, per-batch latency, memory, FLOPs, accuracy.
 
     Each of `warmup` + `repeats` runs reads the scan, segments it and writes the mask, timing
@@ -41,7 +45,12 @@ def profile_bundle(bundle: Any, scan: PathLike, *, teacher_predictions: PathLike
         warmup: Untimed runs before them.
         batch_sizes: Slices per call for the per-batch latency.
         threads: Backend threads; None: the physical cores.
-        out_dir: Where report.json, report.md, overlay.png and mask.nii.gz go (created).
+        out_dir: Where report.json, report.md, overlay.png and mask.nii.gz go (created; all of them
+            appear together when the profile finishes, or none).
+        overwrite: Replace an earlier profile in `out_dir`; any other folder there is refused.
+        reference_labels: Organ name → its label id in the reference maps, where they use other ids
+            than the bundle (a DICOM-SEG numbers its segments 1..). A reference without a voxel of
+            an organ's id gets a warning: its Dice would be 0 for a reason unrelated to the model.
 
     Returns:
         The report (also written to `out_dir/report.json` and `out_dir/report.md`).
@@ -51,18 +60,32 @@ def profile_bundle(bundle: Any, scan: PathLike, *, teacher_predictions: PathLike
         InputError: The scan or a label map is missing or unreadable, or a label map is not on the scan's grid.
         ArtifactError: Not a bundle, or a bundle file is altered.
         MissingDependencyError: The backend is not installed.
+        OutputError: `out_dir` holds something else (or a profile, without `overwrite`), or the disk refused.
 
     Example:
         >>> report = profile_bundle("out/liver.edgemed", "ct.nii.gz", teacher_predictions="seg.nii.gz",
         ...                         out_dir="out/profile")
         >>> report.stages["inference"].p50_ms, report.accuracy[0].dice
     """
+    from edgemed.artifacts import check_output
+
+    out = Path(out_dir)
+    check_output(out, kind="profile", overwrite=overwrite, layout=PROFILE_FILES,
+                 inputs=[getattr(bundle, "path", bundle), scan, teacher_predictions, ground_truth])
+    with atomic_dir(out) as stage:
+        return _profile_into(stage, out, bundle, scan, teacher_predictions, ground_truth, backend, repeats, warmup,
+                             batch_sizes, threads, dict(reference_labels or {}))
+
+
+def _profile_into(stage: Path, out: Path, bundle: Any, scan: PathLike, teacher_predictions: PathLike | None,
+                  ground_truth: PathLike | None, backend: str, repeats: int, warmup: int, batch_sizes: Sequence[int],
+                  threads: int | None, reference_labels: dict[str, int]) -> ProfileReport:
+    """`profile_bundle`'s work: files are written in `stage`; the report names them in `out`, where they end up."""
     from edgemed import runtime
     from edgemed.io import read_labels, read_volume, student_grid_geometry, write_nifti
 
     config = ProfileConfig(backend=backend, repeats=repeats, warmup=warmup, batch_sizes=tuple(batch_sizes),
                            threads=threads)
-    out = Path(out_dir)
     scan_path = Path(scan)
     rss_before = peak_rss_bytes()
     volume = read_volume(scan_path)
@@ -72,8 +95,7 @@ def profile_bundle(bundle: Any, scan: PathLike, *, teacher_predictions: PathLike
         references.append(("teacher", read_labels(teacher_predictions, like=volume)))
     if ground_truth is not None:
         references.append(("ground_truth", read_labels(ground_truth, like=volume)))
-    out.mkdir(parents=True, exist_ok=True)
-    mask_path = out / "mask.nii.gz"
+    mask_path = stage / "mask.nii.gz"
     notes: list[str] = []
     samples: dict[str, list[int]] = {s: [] for s in (*STAGES, "total")}
     with runtime.load(bundle, backend=config.backend, threads=config.threads) as seg:
@@ -106,24 +128,32 @@ def profile_bundle(bundle: Any, scan: PathLike, *, teacher_predictions: PathLike
         model_path = seg.bundle.model_path
         bundle_path = seg.bundle.path
         precision = seg.bundle.precision
+        heldout = seg.bundle.meta.student.validation_dice
+    unknown = sorted(set(reference_labels) - {o.name for o in organs})
+    if unknown:
+        from edgemed.errors import ConfigError
+
+        raise ConfigError(f"reference label(s) given for {', '.join(unknown)}, which the bundle does not segment "
+                          f"(it segments {', '.join(o.name for o in organs)}).")
     model = _model_facts(model_path, spec.name, (channels, *geom.padded_hw), fixed_batch, slices,
                          stages["inference"].p50_ms, notes, precision=precision, backend=backend_name)
-    accuracy = _accuracy(mask.array, references, organs, volume.spacing_mm)
+    accuracy = _accuracy(mask.array, references, organs, volume.spacing_mm, reference_labels, notes)
     host = {**host_facts(), "backend": backend_name,
             "threads": config.threads if config.threads is not None else runtime.physical_cores()}
     memory = {"kind": "peak RSS of the whole process (getrusage ru_maxrss high-water mark, includes the interpreter "
                       "and libraries loaded before profiling)",
               "peak_rss_before_bytes": rss_before, "peak_rss_after_bytes": peak_rss_bytes()}
-    overlay = _overlay(volume, mask.array, references, organs, accuracy, out / "overlay.png", notes)
+    overlay = _overlay(volume, mask.array, references, organs, accuracy, stage / "overlay.png", notes)
     # The scan by its de-identified name (a DICOM export's folder is often named after the patient).
     report = ProfileReport(bundle=bundle_path, scan=Path(volume.source or scan_path.name), backend=backend_name, config=config, slices=slices,
                            stages=stages, batches=batches, memory=memory, model=model, accuracy=accuracy, host=host,
                            notes=tuple(notes), report_json=out / "report.json", report_md=out / "report.md",
-                           overlay_png=overlay, mask=mask_path)
+                           overlay_png=None if overlay is None else out / overlay.name, mask=out / mask_path.name,
+                           heldout_dice=dict(heldout))
     from edgemed.measure._markdown import render_markdown
 
-    _write_text(report.report_json, json.dumps(report.to_json(), indent=2) + "\n")
-    _write_text(report.report_md, render_markdown(report))
+    _write_text(stage / report.report_json.name, json.dumps(report.to_json(), indent=2) + "\n")
+    _write_text(stage / report.report_md.name, render_markdown(report))
     return report
 
 
@@ -199,15 +229,26 @@ def _facts(model_path: Path, params: int | None, flops_slice: int | None, by_op:
 
 
 def _accuracy(pred: np.ndarray, references: list[tuple[str, Any]], organs: Sequence[Any],
-              spacing_mm: Sequence[float]) -> tuple[OrganAccuracy, ...]:
+              spacing_mm: Sequence[float], reference_labels: Mapping[str, int],
+              notes: list[str]) -> tuple[OrganAccuracy, ...]:
+    from edgemed.errors import EdgemedWarning
     from edgemed.metrics import dice, hd95_mm
 
     rows = []
     for ref_name, ref in references:
         for organ in organs:
-            a, b = pred == organ.label_id, ref.array == organ.label_id
+            ref_id = int(reference_labels.get(organ.name, organ.label_id))
+            a, b = pred == organ.label_id, ref.array == ref_id
+            if not b.any():
+                present = [int(v) for v in np.unique(ref.array) if v != 0][:10]
+                message = (f"the {ref_name.replace('_', ' ')} holds no voxel of label {ref_id} ({organ.name}), so its "
+                           f"Dice says nothing about the model; it holds labels {present or 'none'}. If one of them is "
+                           f"{organ.name}, map it: --reference-label {organ.name}=ID")
+                warnings.warn(message, EdgemedWarning, stacklevel=4)
+                notes.append(message)
             rows.append(OrganAccuracy(organ=organ.name, label_id=int(organ.label_id), reference=ref_name,
-                                      dice=float(dice(a, b)), hd95_mm=float(hd95_mm(a, b, spacing_mm))))
+                                      dice=float(dice(a, b)), hd95_mm=float(hd95_mm(a, b, spacing_mm)),
+                                      reference_label_id=ref_id))
     return tuple(rows)
 
 

@@ -84,6 +84,10 @@ class OrganAccuracy:
         reference: "teacher" or "ground_truth".
         dice: Dice in [0, 1].
         hd95_mm: 95th-percentile Hausdorff distance in mm (inf when exactly one mask is empty).
+        reference_label_id: The id the organ has in the reference map (differs from `label_id`
+            when mapped with `--reference-label`).
+        scope: What the Dice covers: "whole scan" (the profiled scan, which the student may have
+            been trained on), unlike the held-out Dice recorded at distillation.
     """
 
     organ: str
@@ -91,11 +95,15 @@ class OrganAccuracy:
     reference: str
     dice: float
     hd95_mm: float
+    reference_label_id: int | None = None
+    scope: str = "whole scan"
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (an infinite HD95 becomes null)."""
         return {"organ": self.organ, "label_id": self.label_id, "reference": self.reference,
-                "dice": round(self.dice, 6), "hd95_mm": None if math.isinf(self.hd95_mm) else round(self.hd95_mm, 3)}
+                "dice": round(self.dice, 6), "hd95_mm": None if math.isinf(self.hd95_mm) else round(self.hd95_mm, 3),
+                "reference_label_id": self.label_id if self.reference_label_id is None else self.reference_label_id,
+                "scope": self.scope}
 
 
 @dataclass(frozen=True)
@@ -178,6 +186,7 @@ class ProfileReport:
     report_md: Path
     overlay_png: Path | None
     mask: Path
+    heldout_dice: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def inference_share(self) -> float:
@@ -195,6 +204,8 @@ class ProfileReport:
             "batches": [b.to_json() for b in self.batches], "memory": dict(self.memory),
             "model": self.model.to_json(), "accuracy": [a.to_json() for a in self.accuracy],
             "host": dict(self.host), "notes": list(self.notes),
+            "heldout_dice": {"scope": "held-out (recorded at distillation, vs the teacher)",
+                             "dice": dict(self.heldout_dice)},
             "files": {"report_json": str(self.report_json), "report_md": str(self.report_md),
                       "overlay_png": None if self.overlay_png is None else str(self.overlay_png),
                       "mask": str(self.mask)},

@@ -85,7 +85,13 @@ def run_recipe(recipe: RecipeConfig, *, out: str | os.PathLike[str] | None = Non
     """
     from tqdm.auto import tqdm
 
+    from edgemed.artifacts import check_output
+
     root = Path(out or recipe.out or "compress-run")
+    # A run directory is resumed, never replaced (its stage cache is the point), so an earlier run there
+    # is accepted; any other folder, a file, the working directory or a folder above it is refused.
+    check_output(root, kind="compress run", overwrite=True,
+                 layout=("stages", "run_log.jsonl", "recipe.json", "results.json", "report.html"))
     cache = StageCache(root)
     cache.write_json("recipe.json", _recipe_json(recipe))
     s = recipe.search

@@ -9,6 +9,7 @@ wrapped by `edgemed.models.predict_slices`, OpenVINO, TensorRT).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -17,12 +18,14 @@ import numpy as np
 
 from edgemed.artifacts import PreprocessSpec
 from edgemed.errors import ConfigError, InputError
-from edgemed.io import Volume, context_stack, from_student_grid, prepare_volume
-from edgemed.runtime._postprocess import softmax as _softmax
+from edgemed.io import SliceGeometry, Volume, context_stack, from_student_grid, prepare_volume, resample_array
 
 __all__ = ["infer_slices", "infer_volume", "iter_slice_batches"]
 
 RunFn = Callable[[np.ndarray], Any]
+#: Scan-grid values (voxels x classes) brought back from the student grid per slab: bounds the
+#: float32 temporaries of `infer_volume` to a few tens of MB, whatever the scan's size.
+_SLAB_VALUES = 2**21
 
 
 def iter_slice_batches(image: np.ndarray, ks: np.ndarray | Sequence[int], *, context: int, step: float = 1.0,
@@ -93,7 +96,10 @@ def infer_slices(run: RunFn, image: np.ndarray, ks: np.ndarray | Sequence[int], 
         t2 = time.perf_counter()
         if scores is None:
             scores = np.empty((n, *out.shape[1:]), dtype=np.float32)
-        scores[done:done + len(chunk)] = _softmax(out, axis=1) if softmax else out
+        rows = scores[done:done + len(chunk)]
+        rows[...] = out
+        if softmax:
+            _softmax_(rows)
         done += len(chunk)
         t["preprocess"] += t1 - t0
         t["inference"] += t2 - t1
@@ -108,22 +114,32 @@ def infer_slices(run: RunFn, image: np.ndarray, ks: np.ndarray | Sequence[int], 
 
 
 def infer_volume(run: RunFn, volume: Volume, spec: PreprocessSpec, *, batch_size: int = 16,
-                 fixed_batch: int | None = None, softmax: bool = True,
+                 fixed_batch: int | None = None, softmax: bool = True, lut: np.ndarray | None = None,
                  timings: dict[str, Any] | None = None) -> np.ndarray:
     """Run a model over every axial slice of a volume and return its output on the volume's own grid.
 
     The whole pipeline: `prepare_volume` (window, body crop, resample, pad), `infer_slices`,
-    and `from_student_grid` (linear interpolation back, background outside the crop).
+    and `from_student_grid` (linear interpolation back, background outside the crop). It streams:
+    the student's slices run a slab at a time (a multiple of the batch, with their 2.5D context
+    from the prepared image), and each slab goes back to the scan grid and into the result before
+    the next one runs, so besides the result and the prepared (student-grid) image only one slab's
+    scan-grid temporaries exist (~8 MB). The student grid keeps the scan's axial
+    slices, so slab by slab is exactly what the whole volume at once gives.
 
     Args:
         run: Input batch (n, C, H, W) float32 → logits (n, K, H, W).
         volume: The scan, of the spec's modality.
         spec: The student's preprocessing.
         batch_size, fixed_batch, softmax, timings: As for `infer_slices`; timings also count
-            `prepare_volume` as preprocess and `from_student_grid` as postprocess.
+            `prepare_volume` as preprocess and the way back to the scan grid as postprocess.
+        lut: Class → label id (K entries; an unsigned integer dtype). When given, the result is
+            the label map lut[argmax over classes] of the probabilities on the scan grid, and no
+            (K, X, Y, Z) array is made. Where the student's pixels are the scan's voxels (no
+            in-plane resampling) the argmax is taken of the logits (softmax keeps the order).
 
     Returns:
-        (K, X, Y, Z) float32: probabilities (softmax=True) or what `run` returns.
+        (K, X, Y, Z) float32: probabilities (softmax=True) or what `run` returns; or, with `lut`,
+        (X, Y, Z) labels of lut's dtype.
 
     Example:
         >>> with load("out/liver.edgemed", backend="ort") as seg:
@@ -131,15 +147,79 @@ def infer_volume(run: RunFn, volume: Volume, spec: PreprocessSpec, *, batch_size
     """
     t0 = time.perf_counter()
     image, geom = prepare_volume(volume, spec)
-    t = {"preprocess": time.perf_counter() - t0}
-    scores = infer_slices(run, image, np.arange(image.shape[0]), context=spec.context_slices, step=geom.context_step,
-                          batch_size=batch_size, fixed_batch=fixed_batch, softmax=softmax, timings=t)
-    t0 = time.perf_counter()
-    probs = from_student_grid(scores, geom)
-    t["postprocess"] += time.perf_counter() - t0
+    t: dict[str, Any] = {"preprocess": time.perf_counter() - t0, "inference": 0.0, "postprocess": 0.0, "batches": 0,
+                         "slices": 0}
+    batch = _batch_of(batch_size, fixed_batch)
+    x, y, z = geom.volume_shape
+    x0, x1, y0, y1 = geom.box
+    same_grid = geom.resampled_xy == (x1 - x0, y1 - y0)
+    out: np.ndarray | None = None
+    k0, slab = 0, batch
+    while k0 < z:
+        # Slabs are whole batches (but the last), so the model sees the batches one call would make.
+        k1 = min(z, k0 + slab)
+        scores = infer_slices(run, image, np.arange(k0, k1), context=spec.context_slices, step=geom.context_step,
+                              batch_size=batch_size, fixed_batch=fixed_batch,
+                              softmax=softmax and not (lut is not None and same_grid), timings=t)
+        t0 = time.perf_counter()
+        classes = scores.shape[1]
+        if out is None:
+            # Labels in Fortran order, as read_volume's scans are: each slab is one contiguous block.
+            out = np.zeros((x, y, z), dtype=lut.dtype, order="F") if lut is not None else \
+                np.empty((classes, x, y, z), dtype=np.float32)
+        # Back to the scan grid a few slices at a time: at most _SLAB_VALUES scan-grid values per piece.
+        piece = max(1, _SLAB_VALUES // max(1, (x1 - x0) * (y1 - y0) * classes))
+        for p0 in range(0, k1 - k0, piece):
+            part = scores[p0:p0 + piece]
+            z0, z1 = k0 + p0, k0 + p0 + len(part)
+            if lut is None:
+                out[..., z0:z1] = from_student_grid(part, dataclasses.replace(geom, volume_shape=(x, y, z1 - z0)))
+            else:
+                channels = _crop_channels(part, geom) if same_grid else _scan_channels(part, geom)
+                out[x0:x1, y0:y1, z0:z1] = lut[_argmax(channels)].transpose(1, 2, 0)
+        del scores
+        t["postprocess"] += time.perf_counter() - t0
+        slab = batch * max(1, 4 * piece // batch)
+        k0 = k1
+    assert out is not None
     if timings is not None:
         _accumulate(timings, t)
-    return probs
+    return out
+
+
+def _crop_channels(scores: np.ndarray, geom: SliceGeometry) -> list[np.ndarray]:
+    """The body-crop part of (n, K, H, W) student scores, as K (n, X', Y') views."""
+    (rx, ry), (ox, oy) = geom.resampled_xy, geom.offset_xy
+    return [scores[:, c, ox:ox + rx, oy:oy + ry] for c in range(scores.shape[1])]
+
+
+def _scan_channels(scores: np.ndarray, geom: SliceGeometry) -> list[np.ndarray]:
+    """(n, K, H, W) student scores on the scan grid inside the body crop: K (n, x1-x0, y1-y0) arrays,
+    interpolated as `from_student_grid` does (the same passes in the same order, slice-first layout)."""
+    x0, x1, y0, y1 = geom.box
+    return [resample_array(np.ascontiguousarray(c), (None, x1 - x0, y1 - y0), order="linear")
+            for c in _crop_channels(scores, geom)]
+
+
+def _argmax(channels: list[np.ndarray]) -> np.ndarray:
+    """np.argmax over a list of equally shaped arrays (first index on ties), as uint8/uint16 indices,
+    without stacking them: K - 1 elementwise passes."""
+    if len(channels) == 2:
+        return np.greater(channels[1], channels[0]).view(np.uint8)
+    best = np.array(channels[0], dtype=np.float32, copy=True)
+    index = np.zeros(best.shape, dtype=np.uint8 if len(channels) <= 256 else np.uint16)
+    for c in range(1, len(channels)):
+        better = channels[c] > best
+        index[better] = c
+        np.maximum(best, channels[c], out=best)
+    return index
+
+
+def _softmax_(rows: np.ndarray) -> None:
+    """Softmax over axis 1 of a float32 array, in place (the arithmetic of `runtime._postprocess.softmax`)."""
+    rows -= rows.max(axis=1, keepdims=True)
+    np.exp(rows, out=rows)
+    rows /= rows.sum(axis=1, keepdims=True)
 
 
 def _batch_of(batch_size: int, fixed_batch: int | None) -> int:

@@ -10,12 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from edgemed.artifacts import OrganChannel, verify_artifact
-from edgemed.errors import ArtifactError, ConfigError, InputError
-from edgemed.io import Volume
-from edgemed.artifacts import EngineBundle, OnnxBundle, open_bundle
+from edgemed.artifacts import EngineBundle, OnnxBundle, OrganChannel, open_bundle, read_payload, verify_artifact
+from edgemed.errors import ArtifactError, BackendError, ConfigError, InputError
+from edgemed.io import Volume, check_scan_values
 from edgemed.runtime._infer import infer_volume
-from edgemed.runtime._postprocess import label_map_from_probabilities
+from edgemed.runtime._postprocess import keep_largest_components_, label_lut
 from edgemed.runtime._types import Session, StageTimings
 from edgemed.runtime.backends import open_session, resolve_backend
 
@@ -61,10 +60,13 @@ def load(bundle: str | os.PathLike[str] | OnnxBundle, *, backend: str = "auto", 
         ...     mask = seg.segment(read_volume("ct.nii.gz"))     # uint8, 5 = liver (TotalSegmentator ids)
         ...     seg.last_timings.inference_ms
     """
-    # An opened bundle is verified again: its files may have changed since it was opened.
+    # An opened bundle is verified again: its files may have changed since it was opened. Every file
+    # is read once: the manifest bytes whose signature is checked are the ones the bundle is built
+    # from, and the model bytes whose sha256 is checked are the ones the backend deserializes, so a
+    # file swapped on disk during the load is either refused or never used.
     path = bundle.path if isinstance(bundle, OnnxBundle) else bundle
-    opened = open_bundle(path, verify=False)  # the kind and metadata first: "not a bundle" says more
-    verify_artifact(path, trusted_keys=trusted_keys, require_signature=require_signature)
+    verified = verify_artifact(path, trusted_keys=trusted_keys, require_signature=require_signature)
+    opened = open_bundle(path, verify=False, manifest=verified.manifest)
     if isinstance(opened, EngineBundle):
         if backend not in ("auto", "trt"):
             raise ConfigError(f"{opened.path} is a TensorRT engine; it runs only on backend='trt' (or 'auto'). "
@@ -78,7 +80,12 @@ def load(bundle: str | os.PathLike[str] | OnnxBundle, *, backend: str = "auto", 
         if name == "trt":
             raise ConfigError(f"backend 'trt' runs TensorRT engines, and {opened.path} is an ONNX bundle. Build an "
                               f"engine on the target first: edgemed build {opened.path} --target ID --out DIR")
-    session = open_session(name, opened.model_path, threads=threads, throughput=throughput)
+    model = read_payload(opened.path, opened.manifest, opened.meta.model)
+    engine_meta = opened.meta if isinstance(opened, EngineBundle) else None
+    try:
+        session = open_session(name, model, threads=threads, throughput=throughput, engine_meta=engine_meta)
+    except BackendError as err:
+        raise BackendError(f"{opened.path}: {err}") from err
     return Segmenter(opened, session, backend=name)
 
 
@@ -117,6 +124,7 @@ class Segmenter:
                                 f"{len(self._organs)} organs plus background; re-export the bundle.")
         batch = self._input.shape[0]
         self._fixed_batch = batch if isinstance(batch, int) else None
+        self._lut = label_lut(self._organs)
         self._lock = threading.Lock()
         self._last: StageTimings | None = None
 
@@ -171,10 +179,12 @@ class Segmenter:
             >>> labels = seg.segment(read_volume("ct.nii.gz"))
             >>> write_labels_like(labels, "ct.nii.gz", "liver_mask.nii.gz")
         """
-        probs, timings, start = self._predict(volume, batch_size)
-        t0 = time.perf_counter()
-        labels = label_map_from_probabilities(probs, self._organs, largest_component_only=self._largest_component)
-        timings["postprocess"] += time.perf_counter() - t0
+        # Streamed: labels are written slab by slab; no (K, X, Y, Z) probabilities are made.
+        labels, timings, start = self._predict(volume, batch_size, lut=self._lut)
+        if self._largest_component:
+            t0 = time.perf_counter()
+            keep_largest_components_(labels, self._organs)
+            timings["postprocess"] += time.perf_counter() - t0
         self._record(timings, start)
         return volume.with_array(labels, modality="SEG")
 
@@ -188,7 +198,8 @@ class Segmenter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _predict(self, volume: Volume, batch_size: int) -> tuple[np.ndarray, dict[str, Any], float]:
+    def _predict(self, volume: Volume, batch_size: int,
+                 lut: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any], float]:
         start = time.perf_counter()
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} must be an integer >= 1, e.g. 16.")
@@ -197,7 +208,7 @@ class Segmenter:
              "slices": 0}
         name_in, name_out = self._input.name, self._output
         probs = infer_volume(lambda x: self.session.run({name_in: x})[name_out], volume, self._spec,
-                             batch_size=int(batch_size), fixed_batch=self._fixed_batch, timings=t)
+                             batch_size=int(batch_size), fixed_batch=self._fixed_batch, lut=lut, timings=t)
         return probs, t, start
 
     def _record(self, t: dict[str, Any], start: float) -> None:
@@ -222,16 +233,15 @@ def _check_volume(volume: object, modality: str) -> None:
     array = volume.array
     if array.ndim != 3 or array.size == 0:
         raise InputError(f"{name}: expected a non-empty 3D (X, Y, Z) array, got shape {array.shape}.")
+    if array.dtype.kind not in "fiu":
+        raise InputError(f"{name}: voxel type {array.dtype} is not numeric intensity; pass a float or integer scan.")
+    spacing = np.asarray(volume.spacing_mm)  # the header before the voxels (its plausible range: prepare_volume)
+    if not (np.isfinite(spacing).all() and (spacing > 0).all()):
+        raise InputError(f"{name}: voxel spacing {tuple(spacing)} mm is not positive and finite; the affine is broken.")
+    # What the voxels are comes next: NaN voxels, or a label map whose modality was guessed, would
+    # otherwise read as "the wrong modality". A stated modality that differs is named as such.
+    check_scan_values(volume, finite_only=volume.modality != modality and not volume.meta.get("modality_guessed"))
     if volume.modality != modality:
         guessed = " (guessed from its intensities)" if volume.meta.get("modality_guessed") else ""
         raise InputError(f"{name} is {volume.modality!r}{guessed}, but this model segments {modality} scans. "
                          f"Pass a {modality} scan; if it is one, state it: read_volume(path, modality={modality!r}).")
-    if array.dtype.kind not in "fiu":
-        raise InputError(f"{name}: voxel type {array.dtype} is not numeric intensity; pass a float or integer scan.")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-        raise InputError(f"{name}: {bad} voxels are NaN or infinite; fix or mask them (e.g. "
-                         "np.nan_to_num(array, nan=-1024)) before segmenting.")
-    spacing = np.asarray(volume.spacing_mm)
-    if not (np.isfinite(spacing).all() and (spacing > 0).all()):
-        raise InputError(f"{name}: voxel spacing {tuple(spacing)} mm is not positive and finite; the affine is broken.")

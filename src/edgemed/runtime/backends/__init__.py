@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from edgemed.errors import ConfigError, MissingDependencyError
 from edgemed.runtime._types import Session
@@ -66,13 +67,17 @@ def resolve_backend(name: str, *, prefer: str | None = None) -> str:
     return name
 
 
-def open_session(backend: str, model_path: str | os.PathLike[str], *, threads: int | None = None,
-                 throughput: bool = False) -> Session:
+def open_session(backend: str, model_path: str | os.PathLike[str] | bytes, *, threads: int | None = None,
+                 throughput: bool = False, engine_meta: Any = None) -> Session:
     """Open `model_path` on `backend` ("ort", "openvino", "trt" for engines, or "auto").
 
     Args:
         backend: A name in `BACKENDS`, or "auto" (the first installed of `AUTO_ORDER`).
-        model_path: The model file (a bundle's `model_path`).
+        model_path: The model file (a bundle's `model_path`), or the model's bytes already read
+            and hash-checked (what `edgemed.runtime.load` passes, so the bytes checked are the
+            bytes run).
+        engine_meta: For "trt" given bytes: the engine bundle's `EngineMeta` (checked against
+            this GPU and TensorRT before deserializing).
         threads: Intra-op CPU threads; None: the physical cores available to this process.
         throughput: Tune for many concurrent `run` calls rather than one call's latency
             (backends that distinguish the two, e.g. OpenVINO's THROUGHPUT hint).
@@ -91,4 +96,5 @@ def open_session(backend: str, model_path: str | os.PathLike[str], *, threads: i
     info = BACKENDS[resolve_backend(backend)]
     module, _, cls = info.session.partition(":")
     session_type = getattr(importlib.import_module(module), cls)
-    return session_type(model_path, threads=threads, throughput=throughput)
+    extra = {} if engine_meta is None else {"meta": engine_meta}
+    return session_type(model_path, threads=threads, throughput=throughput, **extra)

@@ -27,7 +27,7 @@ class OpenVinoSession:
     request's buffers before it goes back to the pool.
 
     Args:
-        model_path: The .onnx file.
+        model_path: The .onnx file, or its bytes (already read and checked by the caller).
         threads: CPU inference threads; None: the physical cores available to this process.
         throughput: Compile with the THROUGHPUT hint (parallel streams, for several threads
             calling `run` at once) instead of LATENCY (all cores on one call).
@@ -41,7 +41,7 @@ class OpenVinoSession:
         ...     logits = session.run({"image": slices})["logits"]
     """
 
-    def __init__(self, model_path: str | os.PathLike[str], *, threads: int | None = None,
+    def __init__(self, model_path: str | os.PathLike[str] | bytes, *, threads: int | None = None,
                  throughput: bool = False) -> None:
         ov = require("openvino", extra="openvino")
         self.threads = threads or physical_cores()
@@ -54,9 +54,13 @@ class OpenVinoSession:
             "INFERENCE_PRECISION_HINT": "f32",
         }
         try:
-            self._compiled: Any = ov.Core().compile_model(str(Path(model_path)), "CPU", config)
+            core = ov.Core()
+            # Bytes: read from memory (the ONNX frontend takes a serialized model), never the file again.
+            model = core.read_model(model_path) if isinstance(model_path, bytes) else str(Path(model_path))
+            self._compiled: Any = core.compile_model(model, "CPU", config)
         except RuntimeError as err:  # OpenVINO reports every load/compile failure as RuntimeError
-            raise BackendError(f"OpenVINO could not compile {model_path} ({_first_line(err)}). Check the file is a "
+            what = "the model" if isinstance(model_path, bytes) else model_path
+            raise BackendError(f"OpenVINO could not compile {what} ({_first_line(err)}). Check the file is a "
                                "valid ONNX model, or use backend='ort'.") from err
         self.library_version: str = str(ov.__version__)
         self.inputs: tuple[TensorSpec, ...] = tuple(_spec(p) for p in self._compiled.inputs)

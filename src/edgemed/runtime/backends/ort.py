@@ -28,7 +28,7 @@ class OrtSession:
     """An ONNX model on ONNX Runtime (`Session` implementation). `run` is thread-safe.
 
     Args:
-        model_path: The .onnx file.
+        model_path: The .onnx file, or its bytes (already read and checked by the caller).
         threads: Intra-op threads; None: the physical cores available to this process.
         throughput: Accepted for the `Session` interface; ONNX Runtime has no latency/throughput mode.
         providers: Execution providers in order of preference; None: CUDA first when this
@@ -43,7 +43,7 @@ class OrtSession:
         ...     logits = session.run({"image": slices})["logits"]
     """
 
-    def __init__(self, model_path: str | os.PathLike[str], *, threads: int | None = None, throughput: bool = False,
+    def __init__(self, model_path: str | os.PathLike[str] | bytes, *, threads: int | None = None, throughput: bool = False,
                  providers: Sequence[str] | None = None) -> None:
         ort = require("onnxruntime", extra="runtime")
         self.threads = threads or physical_cores()
@@ -60,10 +60,11 @@ class OrtSession:
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self._errors = _ort_errors(ort)
         try:
-            self._session: Any = ort.InferenceSession(str(Path(model_path)), sess_options=options,
-                                                 providers=list(providers))
+            model = model_path if isinstance(model_path, bytes) else str(Path(model_path))
+            self._session: Any = ort.InferenceSession(model, sess_options=options, providers=list(providers))
         except self._errors as err:
-            raise BackendError(f"ONNX Runtime could not load {model_path} ({_first_line(err)}). The file is not a "
+            what = "the model" if isinstance(model_path, bytes) else model_path
+            raise BackendError(f"ONNX Runtime could not load {what} ({_first_line(err)}). The file is not a "
                                "valid ONNX model for this onnxruntime; re-export it or upgrade onnxruntime.") from err
         self.providers: tuple[str, ...] = tuple(self._session.get_providers())
         self.library_version: str = str(ort.__version__)

@@ -260,7 +260,10 @@ class TrtSession:
     (`fit_to_profile`): larger batches split, smaller shapes zero-padded and cropped back.
 
     Args:
-        model_path: The serialized engine (`model.engine` of an engine bundle).
+        model_path: The serialized engine (`model.engine` of an engine bundle), or its bytes
+            already read and hash-checked (then `meta` gives the bundle's metadata).
+        meta: The engine bundle's metadata, when `model_path` is bytes (None: a bare engine, no
+            compatibility check beyond TensorRT's own).
         threads: Accepted for the `Session` interface; TensorRT runs on the GPU.
         throughput: Accepted for the `Session` interface.
 
@@ -275,20 +278,22 @@ class TrtSession:
         ...     logits = session.run({"image": slices})["logits"]
     """
 
-    def __init__(self, model_path: str | os.PathLike[str], *, threads: int | None = None,
-                 throughput: bool = False) -> None:
-        path = Path(model_path)
+    def __init__(self, model_path: str | os.PathLike[str] | bytes, *, threads: int | None = None,
+                 throughput: bool = False, meta: EngineMeta | None = None) -> None:
+        plan: bytes | None = model_path if isinstance(model_path, bytes) else None
+        path = Path("model.engine" if plan is not None else model_path)  # type: ignore[arg-type]
         if path.suffix == ".onnx":
             raise ConfigError(f"{path} is an ONNX model; backend 'trt' runs TensorRT engines. Build one on the "
                               f"target: edgemed build {path.parent} --target ID --out DIR")
         self.threads = threads
-        meta = _engine_meta(path)
+        if plan is None:
+            meta = _engine_meta(path)
         trt = import_tensorrt()
         cudart = import_cudart()
         self._cudart = cudart
         local = local_gpu_facts(trt, cudart)
         if meta is not None:
-            check_engine_compatible(meta.build, local, engine=path.parent.name)
+            check_engine_compatible(meta.build, local, engine=path.parent.name or "this engine")
         self.library_version: str = str(trt.__version__)
         self.gpu_name: str = local["gpu_name"]
         logger = self._logger = trt_logger(trt)
@@ -298,10 +303,11 @@ class TrtSession:
             self._runtime.engine_host_code_allowed = True  # version-compatible plans embed their lean runtime
         if build is not None and build.dla_core is not None:
             self._runtime.DLA_core = build.dla_core
-        try:
-            plan = path.read_bytes()
-        except OSError as err:
-            raise BackendError(f"cannot read the engine {path} ({err}).") from err
+        if plan is None:
+            try:
+                plan = path.read_bytes()
+            except OSError as err:
+                raise BackendError(f"cannot read the engine {path} ({err}).") from err
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
             last = logger.errors[-1] if logger.errors else "no message"
