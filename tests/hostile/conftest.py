@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from _keys import make_keys
 from _phantom_pairs import write_phantom_pairs
 from _hostile import write_sentinel_series
 
-from edgemed.artifacts import PreprocessSpec, StudentCheckpoint, generate_keypair
+from edgemed.artifacts import PreprocessSpec, StudentCheckpoint
 from edgemed.compress import DistillConfig, distill
 from edgemed.phantom import PhantomConfig
 from edgemed.runtime import OnnxBundle
@@ -48,12 +49,7 @@ def phantom_bundle(phantom_student: StudentCheckpoint, tmp_path_factory: pytest.
 
 @pytest.fixture(scope="session")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("hostile_keys")
-    out = {}
-    for name in ("release", "other"):
-        generate_keypair(root / f"{name}.pem", root / f"{name}.pub.pem")
-        out[name], out[f"{name}_pub"] = root / f"{name}.pem", root / f"{name}.pub.pem"
-    return out
+    return make_keys(tmp_path_factory.mktemp("hostile_keys"))
 
 
 @pytest.fixture()

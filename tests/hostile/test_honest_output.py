@@ -94,3 +94,18 @@ def test_ctrl_c_during_distill_says_how_to_resume(tmp_path: Path) -> None:
     assert "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("interrupted") and "--resume" in last, err
+
+
+def test_reference_label_for_an_organ_the_bundle_lacks_fails_before_measuring(tmp_path: Path) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+
+    from edgemed.cli._profile import profile
+
+    old = Path(__file__).resolve().parents[1] / "assets" / "release-0.1.0" / "liver.edgemed"
+    bundle = shutil.copytree(old, tmp_path / "b.edgemed")
+    res = CliRunner().invoke(profile, [str(bundle), "--scan", str(tmp_path / "none.nii.gz"), "--reference-label",
+                                       "kidney=2", "--out", str(tmp_path / "p")])
+    assert res.exit_code != 0 and "has no organ 'kidney'" in str(res.exception or res.output)
+    assert not (tmp_path / "p").exists()

@@ -146,5 +146,5 @@ def test_nrrd_without_pynrrd_names_the_install(tmp_path: Path, monkeypatch: pyte
     path = tmp_path / "x.nrrd"
     path.write_bytes(b"NRRD0004\n")
     monkeypatch.setitem(sys.modules, "nrrd", None)  # as if pynrrd were not installed
-    with pytest.raises(MissingDependencyError, match=r"edgemed\[dev\]"):
+    with pytest.raises(MissingDependencyError, match=r"pip install pynrrd"):
         read_labels(path)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _keys import make_keys
 
 from edgemed.artifacts import (
     MANIFEST,
@@ -25,12 +26,7 @@ from edgemed.runtime import OnnxBundle, load
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("keys")
-    out = {}
-    for name in ("release", "other"):
-        generate_keypair(root / f"{name}.pem", root / f"{name}.pub.pem")
-        out[name], out[f"{name}_pub"] = root / f"{name}.pem", root / f"{name}.pub.pem"
-    return out
+    return make_keys(tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture()

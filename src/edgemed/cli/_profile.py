@@ -99,6 +99,7 @@ def _reference_labels(bundle: Path, values: tuple[str, ...]) -> dict[str, int]:
     from edgemed.errors import ConfigError
 
     out: dict[str, int] = {}
+    organs = open_bundle(bundle, verify=False).organs if values else ()
     for value in values:
         organ, sep, text = value.rpartition("=")
         try:
@@ -106,12 +107,15 @@ def _reference_labels(bundle: Path, values: tuple[str, ...]) -> dict[str, int]:
         except ValueError:
             raise ConfigError(f"--reference-label {value!r}: give ORGAN=ID (e.g. liver=1) or an integer ID.") from None
         if not sep:
-            organs = open_bundle(bundle, verify=False).organs
             if len(organs) != 1:
                 raise ConfigError(f"--reference-label {value}: {bundle} segments {len(organs)} organs "
                                   f"({', '.join(o.name for o in organs)}); say which: ORGAN=ID.")
             organ = organs[0].name
-        out[organ.strip()] = label
+        organ = organ.strip()
+        if organ not in {o.name for o in organs}:  # before the timing runs, not after them
+            raise ConfigError(f"--reference-label {value}: {bundle} has no organ {organ!r}; it segments "
+                              f"{', '.join(o.name for o in organs)}.")
+        out[organ] = label
     return out
 
 

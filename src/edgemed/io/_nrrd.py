@@ -33,7 +33,7 @@ def load_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray]:
         InputError: If the file is corrupt, not 3D, or lacks a patient space (space directions and
             origin).
     """
-    nrrd = require("nrrd", extra="dev")
+    nrrd = require("nrrd")  # a base dependency; missing only in a hand-made environment: "pip install pynrrd"
     try:
         data, header = nrrd.read(os.fspath(path))
     except (nrrd.NRRDError, OSError, EOFError, ValueError, zlib.error) as err:

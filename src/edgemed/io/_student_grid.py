@@ -16,7 +16,7 @@ from edgemed.errors import InputError
 from edgemed.io._body import body_box
 from edgemed.io._resample import resample_array
 from edgemed.io._volume import Volume
-from edgemed.io._window import normalize_mr, window_hu
+from edgemed.io._window import scale_to_unit, window_hu
 
 __all__ = ["SliceGeometry", "check_scan_values", "context_stack", "from_student_grid", "student_grid_geometry",
            "to_student_grid", "prepare_volume"]
@@ -212,12 +212,7 @@ def _mr_range(array: np.ndarray) -> tuple[float, float]:
 
 def _scale_mr(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """normalize_mr with given bounds (the same arithmetic, so chunks match the whole-volume result)."""
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.float32)
-    out = np.clip(values, low, high)
-    out -= np.float32(low)
-    out *= np.float32(1.0 / (high - low))
-    return out
+    return scale_to_unit(values, low, high)
 
 
 def to_student_grid(array: np.ndarray, geom: SliceGeometry, *, order: str) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 
 from edgemed.errors import ConfigError
 
-__all__ = ["normalize_mr", "window_hu"]
+__all__ = ["normalize_mr", "scale_to_unit", "window_hu"]
 
 
 def window_hu(array: np.ndarray, window_hu: Sequence[float]) -> np.ndarray:
@@ -55,6 +55,11 @@ def normalize_mr(array: np.ndarray, *, percentiles: Sequence[float] = (0.5, 99.5
         raise ConfigError(f"percentiles={tuple(percentiles)} must satisfy 0 <= low < high <= 100, e.g. (0.5, 99.5).")
     values = np.asarray(array, dtype=np.float32)
     low, high = (float(v) for v in np.percentile(values, [low_pct, high_pct]))
+    return scale_to_unit(values, low, high)
+
+
+def scale_to_unit(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """`values` clipped to [low, high] and scaled to [0, 1] (float32; all zeros when high <= low)."""
     if high <= low:
         return np.zeros(values.shape, dtype=np.float32)
     out = np.clip(values, low, high)

@@ -191,7 +191,7 @@ def _model_facts(model_path: Path, input_name: str, slice_shape: tuple[int, ...]
     try:
         import onnx  # noqa: F401
     except ImportError:
-        notes.append("the onnx package is not installed: parameters and FLOPs were skipped (pip install onnx).")
+        notes.append("the onnx package is not installed: parameters and FLOPs were skipped (pip install 'edgemed[compress]').")
     else:
         if model_path.suffix != ".onnx":  # a TensorRT plan: count on the ONNX bundle it was built from
             notes.append(f"{model_path.name} is not an ONNX graph: parameters and FLOPs were skipped; profile the "
@@ -257,7 +257,7 @@ def _overlay(volume: Any, pred: np.ndarray, references: list[tuple[str, Any]], o
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        notes.append("matplotlib is not installed: overlay.png was skipped (pip install matplotlib).")
+        notes.append("matplotlib is not installed: overlay.png was skipped (pip install 'edgemed[report]').")
         return None
     from edgemed.measure._overlay import draw_overlay
 
