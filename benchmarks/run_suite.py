@@ -170,6 +170,8 @@ STEPS: tuple[Step, ...] = (
     _py("gate_study", SUITE, "gate_study.py", "--runs", "20", writes=(f"{R}/gate_study.json",)),
     _py("fuzz_loaders", SUITE, "fuzz_loaders.py", writes=(f"{R}/fuzz_loaders.json",)),
     _py("segment_memory", SUITE, "segment_memory.py", writes=(f"{R}/segment_memory.json", "runs/segment_memory")),
+    _py("busy_machine", SUITE, "busy_machine.py",
+        writes=(f"{R}/busy_machine.json", "runs/busy_machine")),
     _pytest("zoo_bench", "test_zoo_bench.py"),
     _pytest("pipeline_bench", "test_pipeline_bench.py"),
     Step("gpu_trt_check", SUITE, ("bash", "benchmarks/suite/gpu_trt_check.sh", f"{R}/gpu_trt_check.json"),

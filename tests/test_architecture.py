@@ -6,7 +6,7 @@ lazy imports inside functions too — and checked against two rules:
 1. A part imports only the parts its row of `ALLOWED` names (the table in docs/architecture.md).
 2. No part imports another part's private module (`edgemed.io._volume` from `edgemed.models`):
    what crosses a boundary is in the other part's `__init__` and `__all__`. The top-level
-   `edgemed._atomic`, `edgemed._deps` and `edgemed._ndimage` are the shared core and exempt.
+   `edgemed._atomic`, `edgemed._deps`, `edgemed._ndimage` and `edgemed._threads` are the shared core and exempt.
 
 A third test keeps raw manifest metadata inside `edgemed.artifacts`: elsewhere, code reads the
 typed records (`ckpt.meta.validation.dice`), never `…metadata["validation"]`.
@@ -24,7 +24,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "edgemed"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 
 # The shared core every part may import: errors, the version, atomic writes, lazy imports, numpy filters.
-CORE = frozenset({"errors", "__init__", "__version__", "_atomic", "_deps", "_ndimage"})
+CORE = frozenset({"errors", "__init__", "__version__", "_atomic", "_deps", "_ndimage", "_threads"})
 
 # part → the parts it may import (besides itself and CORE). Lower layers first.
 ALLOWED: dict[str, frozenset[str]] = {

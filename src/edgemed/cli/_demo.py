@@ -12,7 +12,7 @@ __all__ = ["demo"]
 @click.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("edgemed-demo"), show_default=True,
               help="Folder for phantoms, teacher, student and report.json.")
-@click.option("--threads", type=int, help="torch threads (default: all cores).")
+@click.option("--threads", type=int, help="torch threads (default: $EDGEMED_THREADS, else the CPUs free at the start).")
 @click.option("--quick", is_flag=True, help="A smaller, faster run (for smoke tests).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier demo at --out (anything else there is refused).")

@@ -63,7 +63,7 @@ __all__ = ["distill"]
               help="Held out for validation: this share of the scans (whole) when there are 2 or more, "
                    "else a central block of this share of the organ's slices.")
 @click.option("--seed", type=int, default=_D.seed, show_default=True)
-@click.option("--threads", type=int, help="torch threads (default: all cores).")
+@click.option("--threads", type=int, help="torch threads (default: $EDGEMED_THREADS, else the CPUs free at the start).")
 @click.option("--resume", is_flag=True,
               help="Continue from <out>.resume/ (the state saved every epoch) when there is one, else start afresh.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")

@@ -23,7 +23,7 @@ __all__ = ["profile"]
 @click.option("--backend", type=click.Choice(["auto", "ort", "openvino", "trt"]), default="auto", show_default=True)
 @click.option("--repeats", type=int, default=10, show_default=True, help="Timed runs per stage and batch size.")
 @click.option("--warmup", type=int, default=2, show_default=True, help="Untimed runs before them.")
-@click.option("--threads", type=int, help="Backend threads (default: physical cores).")
+@click.option("--threads", type=int, help="Backend threads (default: $EDGEMED_THREADS, else the physical cores free now).")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Report folder (default: ./profile-<bundle name>).")
 @click.option("--target", default=None,

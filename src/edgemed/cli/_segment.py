@@ -19,7 +19,7 @@ __all__ = ["segment"]
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Mask to write (.nii.gz).")
 @click.option("--backend", type=click.Choice(["auto", "ort", "openvino", "trt"]), default="auto", show_default=True,
               help="trt: TensorRT engine bundles (from edgemed build); auto picks it for them.")
-@click.option("--threads", type=int, help="Backend threads (default: physical cores).")
+@click.option("--threads", type=int, help="Backend threads (default: $EDGEMED_THREADS, else the physical cores free now).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Slices per inference call.")
 @click.option("--modality", type=click.Choice(["CT", "MR"]),
               help="The scan's modality when the file does not say (NIfTI/NRRD): overrides the guess from intensities.")

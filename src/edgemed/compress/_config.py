@@ -105,7 +105,8 @@ class DistillConfig:
             show on scans unlike the training scans; it costs that many times the training time
             and inference FLOPs.
         seed: Seeds torch and numpy: the same inputs and seed give the same weights.
-        threads: torch intra-op threads (None: torch's default).
+        threads: torch intra-op threads (None: $EDGEMED_THREADS, else the CPUs free when training starts;
+            see edgemed._threads).
     """
 
     organs: tuple[str, ...]

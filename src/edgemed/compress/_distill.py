@@ -18,6 +18,7 @@ from edgemed.artifacts import (STUDENT_KIND, STUDENT_SCHEMA, OrganChannel, Stude
 from edgemed.compress._config import DistillConfig
 from edgemed.compress._progress import progress_bar
 from edgemed.compress._slices import ScanSlices, heldout_scans, make_batch, scan_slices
+from edgemed._threads import job_threads, legacy_requested
 from edgemed.errors import ConfigError, EdgemedWarning, InputError
 from edgemed.io import Volume, from_student_grid, load_label_map, read_volume
 from edgemed.metrics import dice
@@ -115,8 +116,7 @@ def _distill(scans, config, out, teacher, teacher_predictions, teacher_store, pr
         raise ConfigError(f"{ctx.world_size} processes share batches of {config.batch_size} slices; each needs at "
                           f"least one: raise --batch-size to >= {ctx.world_size} or start fewer processes.")
     progress = progress and ctx.is_main
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    _set_torch_threads(config.threads)
     slices, soft, teacher_identity = _load_data(scans, teacher, teacher_predictions, teacher_store, ids, config,
                                                 progress)
     organ_train = [(s, int(k)) for s, sc in enumerate(slices) for k in np.intersect1d(sc.train_ks, sc.organ_ks)]
@@ -178,7 +178,8 @@ def _distill(scans, config, out, teacher, teacher_predictions, teacher_store, pr
         ctx.barrier()  # rank 0 evaluates on the native grids and writes the checkpoint
         return StudentCheckpoint.load(out)
     native = _evaluate_native(net, slices, organs, config)
-    training_extra: dict[str, object] = {"torch": torch.__version__, "soft_targets": soft}
+    training_extra: dict[str, object] = {"torch": torch.__version__, "soft_targets": soft,
+                                          "threads": torch.get_num_threads()}
     if ctx.active:
         training_extra["distributed"] = {"world_size": ctx.world_size, "backend": ctx.backend,
                                          "per_process_batch": len(range(config.batch_size)[ctx.share(config.batch_size)])}
@@ -221,6 +222,27 @@ class _Run:
     state_path: Path | None
     state_every: int
     fingerprint: dict[str, object]
+
+
+def _set_torch_threads(requested: int | None) -> int:
+    """Set torch's threads for this job: `requested`, else $EDGEMED_THREADS, else the CPUs free now.
+
+    Threads on CPUs that other programs keep busy stall every parallel region (2 threads beside one busy
+    process on 2 cores: 2.3x the idle epoch time, 1 thread 1.4x; benchmarks/suite/busy_machine.py), so
+    the default counts the free CPUs once, at the start. Inter-op threads stay at 1: the training loop runs ops one at a time.
+    EDGEMED_THREADS=legacy keeps torch's own defaults (all cores).
+    """
+    import torch
+
+    if requested is None and legacy_requested():
+        return torch.get_num_threads()
+    threads = job_threads(requested)
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # only settable before the first inter-op work of the process
+        pass
+    return threads
 
 
 def _train_member(net, run: _Run, seed: int, name: str, member: int, finished: list, history_before: list,  # type: ignore[no-untyped-def]

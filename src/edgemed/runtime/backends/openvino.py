@@ -12,7 +12,7 @@ import numpy as np
 
 from edgemed._deps import require
 from edgemed.errors import BackendError
-from edgemed.runtime._host import physical_cores
+from edgemed.runtime._host import session_threads
 from edgemed.artifacts import TensorSpec
 from edgemed.runtime._types import check_feed
 
@@ -28,7 +28,7 @@ class OpenVinoSession:
 
     Args:
         model_path: The .onnx file, or its bytes (already read and checked by the caller).
-        threads: CPU inference threads; None: the physical cores available to this process.
+        threads: CPU inference threads; None: $EDGEMED_THREADS, else the physical cores free when the session opens.
         throughput: Compile with the THROUGHPUT hint (parallel streams, for several threads
             calling `run` at once) instead of LATENCY (all cores on one call).
 
@@ -44,7 +44,7 @@ class OpenVinoSession:
     def __init__(self, model_path: str | os.PathLike[str] | bytes, *, threads: int | None = None,
                  throughput: bool = False) -> None:
         ov = require("openvino", extra="openvino")
-        self.threads = threads or physical_cores()
+        self.threads = session_threads(threads)[0]
         self.hint = "THROUGHPUT" if throughput else "LATENCY"
         config = {
             "PERFORMANCE_HINT": self.hint,

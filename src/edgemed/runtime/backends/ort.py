@@ -12,7 +12,7 @@ import numpy as np
 
 from edgemed._deps import require
 from edgemed.errors import BackendError
-from edgemed.runtime._host import physical_cores
+from edgemed.runtime._host import session_threads
 from edgemed.artifacts import TensorSpec
 from edgemed.runtime._types import check_feed
 
@@ -29,7 +29,7 @@ class OrtSession:
 
     Args:
         model_path: The .onnx file, or its bytes (already read and checked by the caller).
-        threads: Intra-op threads; None: the physical cores available to this process.
+        threads: Intra-op threads; None: $EDGEMED_THREADS, else the physical cores free when the session opens.
         throughput: Accepted for the `Session` interface; ONNX Runtime has no latency/throughput mode.
         providers: Execution providers in order of preference; None: CUDA first when this
             onnxruntime build offers it, then CPU.
@@ -46,8 +46,10 @@ class OrtSession:
     def __init__(self, model_path: str | os.PathLike[str] | bytes, *, threads: int | None = None, throughput: bool = False,
                  providers: Sequence[str] | None = None) -> None:
         ort = require("onnxruntime", extra="runtime")
-        self.threads = threads or physical_cores()
+        self.threads, spin = session_threads(threads)
         options = ort.SessionOptions()
+        if not spin:  # a busy machine: idle workers sleep, a spinning one takes a CPU other programs need
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = self.threads
