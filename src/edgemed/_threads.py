@@ -113,11 +113,30 @@ def _stat_times(stat: Path) -> tuple[int, int] | None:
     return idle, sum(fields[:8])  # guest time is already counted in user
 
 
-def busy_cpus(sample_s: float = 0.2, stat: Path = Path("/proc/stat")) -> float | None:
+_PROC_STAT = Path("/proc/stat")
+#: A sample is reused for this long, so a CLI start, a training job and the sessions a command opens
+#: together (quantize times three side by side) share one 0.2 s measurement instead of sleeping each.
+_REUSE_S = 2.0
+_last_sample: tuple[float, float | None] | None = None  # (monotonic time taken, busy CPUs)
+
+
+def busy_cpus(sample_s: float = 0.2, stat: Path = _PROC_STAT) -> float | None:
     """CPUs kept busy over the next `sample_s` seconds, whole machine (/proc/stat), else the 1-min load average.
 
     This process sleeps while sampling, so the figure is other programs' load. None: nothing to read.
+    A sample of /proc/stat taken less than 2 s ago is reused.
     """
+    global _last_sample
+    cached = _last_sample
+    if stat == _PROC_STAT and cached is not None and time.monotonic() - cached[0] < _REUSE_S:
+        return cached[1]
+    busy = _sample_busy(sample_s, stat)
+    if stat == _PROC_STAT:
+        _last_sample = (time.monotonic(), busy)
+    return busy
+
+
+def _sample_busy(sample_s: float, stat: Path) -> float | None:
     first = _stat_times(stat)
     if first is not None:
         time.sleep(sample_s)

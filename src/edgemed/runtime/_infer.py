@@ -19,6 +19,7 @@ import numpy as np
 from edgemed.artifacts import PreprocessSpec
 from edgemed.errors import ConfigError, InputError
 from edgemed.io import SliceGeometry, Volume, context_stack, from_student_grid, prepare_volume, resample_array
+from edgemed.runtime._postprocess import softmax_
 
 __all__ = ["infer_slices", "infer_volume", "iter_slice_batches"]
 
@@ -99,7 +100,7 @@ def infer_slices(run: RunFn, image: np.ndarray, ks: np.ndarray | Sequence[int], 
         rows = scores[done:done + len(chunk)]
         rows[...] = out
         if softmax:
-            _softmax_(rows)
+            softmax_(rows)
         done += len(chunk)
         t["preprocess"] += t1 - t0
         t["inference"] += t2 - t1
@@ -213,13 +214,6 @@ def _argmax(channels: list[np.ndarray]) -> np.ndarray:
         index[better] = c
         np.maximum(best, channels[c], out=best)
     return index
-
-
-def _softmax_(rows: np.ndarray) -> None:
-    """Softmax over axis 1 of a float32 array, in place (the arithmetic of `runtime._postprocess.softmax`)."""
-    rows -= rows.max(axis=1, keepdims=True)
-    np.exp(rows, out=rows)
-    rows /= rows.sum(axis=1, keepdims=True)
 
 
 def _batch_of(batch_size: int, fixed_batch: int | None) -> int:

@@ -13,16 +13,21 @@ from edgemed._ndimage import component_labels, largest_component
 from edgemed.artifacts import OrganChannel
 
 __all__ = ["component_labels", "keep_largest_components_", "label_lut", "label_map_from_probabilities",
-           "largest_component", "softmax"]
+           "largest_component", "softmax", "softmax_"]
 
 
 def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
-    """Numerically stable softmax in float32 (in place on a float32 copy)."""
+    """Numerically stable softmax in float32 (on a float32 copy)."""
     out = np.array(logits, dtype=np.float32, copy=True)
-    out -= out.max(axis=axis, keepdims=True)
-    np.exp(out, out=out)
-    out /= out.sum(axis=axis, keepdims=True)
+    softmax_(out, axis=axis)
     return out
+
+
+def softmax_(values: np.ndarray, axis: int = 1) -> None:
+    """Numerically stable softmax of a float32 array over `axis`, in place (the inference loop's streaming path)."""
+    values -= values.max(axis=axis, keepdims=True)
+    np.exp(values, out=values)
+    values /= values.sum(axis=axis, keepdims=True)
 
 
 def label_map_from_probabilities(probs: np.ndarray, organs: Sequence[OrganChannel], *,
