@@ -110,3 +110,14 @@ def test_runtime_session_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _host.session_threads(4) == (4, False)        # explicit beats the environment
     monkeypatch.setenv("EDGEMED_THREADS", "legacy")
     assert _host.session_threads() == (4, True)          # the old behaviour
+
+
+def test_runnable_tasks_reads_procs_running(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\nctxt 99\nprocs_running 3\nprocs_blocked 0\n")
+    assert _threads.runnable_tasks(stat) == 3
+    stat.write_text("cpu  1 2 3 4\n")
+    assert _threads.runnable_tasks(stat) is None
+    assert _threads.runnable_tasks(tmp_path / "missing") is None
+    live = _threads.runnable_tasks()
+    assert live is None or live >= 1  # this test's own thread is running while it reads

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from edgemed.errors import ConfigError
 
-__all__ = ["ENV", "LEGACY", "free_cpus", "job_threads", "legacy_requested", "usable_cpus"]
+__all__ = ["ENV", "LEGACY", "free_cpus", "job_threads", "legacy_requested", "runnable_tasks", "usable_cpus"]
 
 #: Environment variable that overrides the measured thread count (an integer >= 1, or "legacy").
 ENV = "EDGEMED_THREADS"
@@ -149,6 +149,22 @@ def _sample_busy(sample_s: float, stat: Path) -> float | None:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
+
+
+def runnable_tasks(stat: Path = _PROC_STAT) -> int | None:
+    """Tasks (threads) runnable on the whole machine right now, the caller included (/proc/stat
+    `procs_running`); None where it cannot be read. Sampled between timed calls, it shows whether
+    other programs competed for the CPUs while something was being measured."""
+    text = _read(stat)
+    if not text:
+        return None
+    for line in text.splitlines():
+        if line.startswith("procs_running "):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                return None
+    return None
 
 
 def free_cpus(usable: int | None = None, busy: float | None = None, *, sample_s: float = 0.2) -> int:

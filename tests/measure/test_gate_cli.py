@@ -60,7 +60,7 @@ def test_the_same_bundle_passes_with_json_and_junit(tiny: dict[str, Path], tmp_p
     # The false-alarm rate at the default +10 % is measured by benchmarks/suite/gate_study.py (<= 1 in 20); a unit
     # test must never flake, so here latency may be up to +50 % before it fails: this checks the plumbing.
     res = _check(tiny, tiny["bundle"], "--json", "--junit-xml", str(tmp_path / "gate.xml"),
-                 "--latency-tolerance", "0.5")
+                 "--latency-tolerance", "0.5", "--ignore-load")
     data = json.loads(res.output)
     assert data["passed"] is True and res.exit_code == 0, res.output
     dice = next(c for c in data["checks"] if c["name"] == "dice_liver")
@@ -128,7 +128,8 @@ def test_gate_runs_without_torch(tiny: dict[str, Path]) -> None:
         "import edgemed.testing, edgemed.bench\n"
         "from edgemed.cli import main\n"
         "try:\n"
-        "    main(['check', sys.argv[1], '--baseline', sys.argv[2], '--scan', sys.argv[3], '--fast', '--json'])\n"
+        "    main(['check', sys.argv[1], '--baseline', sys.argv[2], '--scan', sys.argv[3], '--fast', '--json',\n"
+        "          '--ignore-load'])\n"
         "except SystemExit as err:\n"
         "    assert not err.code, err.code\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'onnxslim')]\n"
@@ -143,7 +144,7 @@ def test_pytest_plugin_fixture_updates_then_gates(tiny: dict[str, Path], tmp_pat
         "from edgemed.measure import GateConfig\n"
         "def test_same(edgemed_gate):  # +50 %: a unit test must never flake on timing\n"
         f"    edgemed_gate({str(tiny['bundle'])!r}, 'base.json', scan={str(tiny['scan'])!r},\n"
-        "                 config=GateConfig(latency_tolerance=0.5))\n"
+        "                 config=GateConfig(latency_tolerance=0.5, busy_margin=None))\n"
         "def test_degraded(edgemed_gate):\n"
         f"    edgemed_gate({str(tiny['degraded'])!r}, 'base.json', scan={str(tiny['scan'])!r})\n")
 
@@ -158,3 +159,53 @@ def test_pytest_plugin_fixture_updates_then_gates(tiny: dict[str, Path], tmp_pat
     second = pytest_run("test_same or test_degraded")
     assert second.returncode == 1 and "1 failed, 1 passed" in second.stdout, second.stdout
     assert "Dice liver vs baseline mask" in second.stdout and "REGRESSED" in second.stdout
+
+
+def test_variants_refuse_an_existing_bundle_unless_overwrite(tiny: dict[str, Path]) -> None:
+    """A variant written twice to one path (a bisection probe) needs overwrite=True, as every output does."""
+    from edgemed.errors import OutputError
+    from edgemed.measure import make_biased_bundle
+
+    probe = tiny["root"] / "probe.edgemed"
+    make_biased_bundle(tiny["bundle"], probe, bias=(0.5, 0.0))
+    with pytest.raises(OutputError, match="overwrite"):
+        make_biased_bundle(tiny["bundle"], probe, bias=(1.0, 0.0))
+    again = make_biased_bundle(tiny["bundle"], probe, bias=(1.0, 0.0), overwrite=True)
+    assert again.metadata["variant"]["bias"] == [1.0, 0.0]
+
+
+@pytest.fixture()
+def busy_machine() -> object:
+    """More busy processes than this machine has usable CPUs, for as long as the test runs."""
+    from edgemed._threads import usable_cpus
+
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(usable_cpus() + 1)]
+    try:
+        import time
+
+        time.sleep(0.5)  # let them reach full speed
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_a_busy_machine_makes_latency_inconclusive_not_pass_or_fail(tiny: dict[str, Path], tmp_path: Path,
+                                                                     busy_machine: object) -> None:
+    """Beside more busy processes than CPUs the gate refuses to judge latency (exit 3), says why, and
+    still judges Dice: a Dice regression fails however busy the machine is."""
+    res = _check(tiny, tiny["bundle"], "--json", "--junit-xml", str(tmp_path / "gate.xml"))
+    assert res.exit_code == 3, res.output
+    data = json.loads(res.output)
+    assert data["verdict"] == "inconclusive" and data["passed"] is False and data["failures"] == []
+    latency = next(c for c in data["checks"] if c["name"] == "latency_p50")
+    assert latency["status"] == "busy" and "other tasks were runnable" in latency["detail"]
+    assert next(c for c in data["checks"] if c["name"] == "dice_liver")["status"] == "pass"
+    assert min(data["candidate"]["others_running"]) >= 1
+    suite = ET.parse(tmp_path / "gate.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("skipped") == "1" and suite.get("failures") == "0"
+    text = _check(tiny, tiny["bundle"])
+    assert text.exit_code == 3 and "INCONCLUSIVE: latency not judged" in text.output and "idle" in text.output
+    worse = _check(tiny, tiny["degraded"], "--json")
+    assert worse.exit_code == 1 and json.loads(worse.output)["failures"] == ["dice_liver"], worse.output

@@ -40,15 +40,19 @@ __all__ = ["check"]
               help="One-sided confidence of the bootstrap bound.")
 @click.option("--workload", type=click.Choice(["auto", "conv", "matmul"]), default="auto", show_default=True,
               help="Reference workload for a new baseline (checks reuse the baseline's).")
+@click.option("--ignore-load", is_flag=True,
+              help="Judge latency even when other programs competed for the CPUs (default: exit 3, inconclusive).")
 def check(bundle: Path, baseline: Path, scan: Path | None, reference: Path | None, update_baseline: bool,
           junit: Path | None, as_json: bool, fast: bool, backend: str, threads: int | None, repeats: int | None,
           warmup: int | None, latency_tolerance: float, p99_tolerance: float | None, memory_tolerance: float,
-          dice_tolerance_points: float, confidence: float, workload: str) -> None:
+          dice_tolerance_points: float, confidence: float, workload: str, ignore_load: bool) -> None:
     """Gate BUNDLE against a stored baseline: exit 1 when latency, memory or Dice regressed.
 
     Latency is timed in pairs with a fixed reference workload on the same backend and compared
     normalised by it, so a slower or busier CI machine does not fail the gate; a regression is
     declared only when the bootstrap lower bound of the slowdown exceeds --latency-tolerance.
+    When other programs kept more CPUs busy than the measurement left free, latency is not
+    judged: the verdict is INCONCLUSIVE and the exit code 3 (rerun on an idle runner).
 
     \b
     Example:
@@ -64,7 +68,7 @@ def check(bundle: Path, baseline: Path, scan: Path | None, reference: Path | Non
         check_output_file(path, overwrite=True, inputs=[bundle, scan, reference])
     fields = dict(backend=backend, latency_tolerance=latency_tolerance, p99_tolerance=p99_tolerance,
                   memory_tolerance=memory_tolerance, dice_tolerance_points=dice_tolerance_points,
-                  confidence=confidence, workload=workload)
+                  confidence=confidence, workload=workload, busy_margin=None if ignore_load else GateConfig().busy_margin)
     config = GateConfig(**fields)
     if fast:
         config = config.with_fast()
@@ -89,7 +93,9 @@ def check(bundle: Path, baseline: Path, scan: Path | None, reference: Path | Non
         click.echo(result.table())
         if junit is not None:
             click.echo(f"wrote {junit}")
-        if result.passed:
+        if result.inconclusive:
+            click.echo(f"next: rerun on an idle machine: {again}")
+        elif result.passed:
             click.echo(f"next: to accept this build's numbers as the new baseline: {again} --update-baseline")
         else:
             failed = {c.name.split("_")[0] for c in result.failures}
@@ -97,6 +103,8 @@ def check(bundle: Path, baseline: Path, scan: Path | None, reference: Path | Non
             if "dice" in failed:
                 where += f" --ground-truth {reference or 'SEG'} (overlay.png shows where the masks differ)"
             click.echo(f"next: {where}; if the change is intended, re-baseline: {again} --update-baseline")
+    if result.inconclusive:
+        sys.exit(3)
     if not result.passed:
         sys.exit(1)
 

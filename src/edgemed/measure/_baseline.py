@@ -133,4 +133,5 @@ def _measurement(raw: dict[str, Any]) -> Measurement:
         memory_method=str(raw.get("memory_method", "")),
         dice={str(k): float(v) for k, v in raw.get("dice", {}).items()},
         mask=decode_mask(raw["mask"]), host=dict(raw.get("host", {})), config=dict(raw.get("config", {})),
-        created_utc=str(raw.get("created_utc", "")), wall_s=float(raw.get("wall_s", 0.0)))
+        created_utc=str(raw.get("created_utc", "")), wall_s=float(raw.get("wall_s", 0.0)),
+        others_running=tuple(int(v) for v in raw.get("others_running", ())))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,8 @@ class MetricCheck:
         interval: The bootstrap interval of the change, formatted, or "".
         limit: The largest change that passes, formatted.
         status: "pass"; "fail" (fails the gate); "warn" (over the limit, but within this run's
-            noise: not declared); "info" (reported, not gated).
+            noise: not declared); "info" (reported, not gated); "busy" (not judged: other programs
+            competed for the CPUs while timing, so the gate is inconclusive).
         detail: A sentence saying what was found (the failure message for "fail").
         values: The numbers behind the row, for JSON.
     """
@@ -77,8 +78,18 @@ class GateResult:
 
     @property
     def passed(self) -> bool:
-        """No metric regressed."""
-        return not self.failures
+        """No metric regressed, and every gated metric could be judged."""
+        return not self.failures and not self.inconclusive
+
+    @property
+    def inconclusive(self) -> bool:
+        """Nothing regressed, but latency could not be judged: the machine was too busy."""
+        return not self.failures and any(c.status == "busy" for c in self.checks)
+
+    @property
+    def verdict(self) -> str:
+        """"passed", "failed" or "inconclusive" (the CLI exits 0, 1 or 3)."""
+        return "failed" if self.failures else "inconclusive" if self.inconclusive else "passed"
 
     @property
     def failures(self) -> tuple[MetricCheck, ...]:
@@ -102,6 +113,9 @@ class GateResult:
         if self.failures:
             lines.append(f"FAILED: {len(self.failures)} regression{'s' if len(self.failures) > 1 else ''}")
             lines += [f"  - {c.label}: {c.detail}" for c in self.failures]
+        elif self.inconclusive:
+            busy = next(c for c in self.checks if c.status == "busy")
+            lines.append(f"INCONCLUSIVE: latency not judged. {busy.detail}")
         else:
             lines.append("PASSED: no regression beyond the limits.")
         lines += [f"  warning - {c.label}: {c.detail}" for c in self.checks if c.status == "warn"]
@@ -109,14 +123,14 @@ class GateResult:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: verdict, rows, notes, and both measurements' summaries."""
-        return {"passed": self.passed, "bundle": self.bundle, "baseline_path": self.baseline_path,
+        return {"passed": self.passed, "verdict": self.verdict, "bundle": self.bundle, "baseline_path": self.baseline_path,
                 "baseline_written": self.baseline_written, "failures": [c.name for c in self.failures],
                 "checks": [c.to_json() for c in self.checks], "notes": list(self.notes),
                 "candidate": self.candidate.summary_json(),
                 "baseline": None if self.baseline is None else self.baseline.summary_json()}
 
 
-_VERDICT = {"pass": "ok", "warn": "noisy", "fail": "REGRESSED", "info": "(report)"}
+_VERDICT = {"pass": "ok", "warn": "noisy", "fail": "REGRESSED", "info": "(report)", "busy": "busy: not judged"}
 
 
 def check_compatible(candidate: BundleIdentity, baseline: Measurement, *, backend: str = "auto",
@@ -170,9 +184,31 @@ def compare(candidate: Measurement, baseline: Measurement, config: GateConfig = 
               _latency("latency_p99", "latency p99", bootstrap_ratio(q_c, q_b, percentile=99, **kw),
                        baseline.latency.p99_ms, candidate.latency.p99_ms, config.p99_tolerance),
               _memory(candidate, baseline, config)]
+    busy = _busy(candidate, baseline, config)
+    if busy is not None:  # latency measured beside other work: say so instead of passing or failing
+        checks = [replace(c, status="busy", detail=busy) if c.name.startswith("latency") and c.status != "info"
+                  else c for c in checks]
     checks += _dice_checks(candidate, baseline, config)
     return GateResult(bundle=candidate.bundle.name, baseline_path=baseline_path, checks=tuple(checks),
                       candidate=candidate, baseline=baseline, notes=tuple(_notes(candidate, baseline)))
+
+
+def _busy(candidate: Measurement, baseline: Measurement, config: GateConfig) -> str | None:
+    """Why latency cannot be trusted (other programs competed for the CPUs), or None."""
+    from edgemed._threads import usable_cpus
+
+    if config.busy_margin is None:
+        return None
+    free = max(0, usable_cpus() - candidate.threads)
+    for who, m in (("this run", candidate), ("the baseline", baseline)):
+        load = m.contention
+        if load is not None and load > free + config.busy_margin:
+            return (f"while {who} was timed, {load:.1f} other tasks were runnable on average beside its "
+                    f"{m.threads} thread{'s' if m.threads != 1 else ''} on {usable_cpus()} usable CPUs (at most "
+                    f"{free + config.busy_margin:g} keep the timing fair). Rerun on an idle runner"
+                    + (", or re-baseline on one" if who == "the baseline" else "")
+                    + "; --ignore-load judges it anyway.")
+    return None
 
 
 def _task(b: BundleIdentity) -> str:

@@ -84,7 +84,8 @@ def measure(bundle: Any, *, scan: PathLike | GateInputs | None = None, reference
                        peak_memory_bytes=run["peak"], memory_method=run["method"], dice=dice, mask=run["mask"],
                        host=host_facts(), config=config.to_json(),
                        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       wall_s=time.perf_counter() - started, reference_labels=labels)
+                       wall_s=time.perf_counter() - started, reference_labels=labels,
+                       others_running=tuple(run["others"]))
 
 
 def _run(runtime: Any, opened: Any, volume: Any, backend: str, threads: int, kind: str,
@@ -110,9 +111,9 @@ def _run(runtime: Any, opened: Any, volume: Any, backend: str, threads: int, kin
             workload = size_workload(kind, _best_segment_ms(seg, volume), backend=backend, threads=threads)
             probe = open_workload(workload, backend=backend, threads=threads)
             probe.run()
-        series, stages = _interleave(seg, volume, probe, config)
+        series, stages, others = _interleave(seg, volume, probe, config)
         return {"mask": mask, "peak": peak, "method": method, "workload": workload, "series": series,
-                "stages": stages, "clock": _clock(config.clock, threads, backend, seg.session)}
+                "stages": stages, "others": others, "clock": _clock(config.clock, threads, backend, seg.session)}
     finally:
         if seg is not None:
             seg.close()
@@ -198,8 +199,13 @@ def _best_segment_ms(seg: Any, volume: Any, repeats: int = 3) -> float:
 
 
 def _interleave(seg: Any, volume: Any, workload: Any, config: GateConfig) -> tuple[dict[str, list[float]],
-                                                                                 dict[str, float]]:
-    """Timed pairs: wall and process-CPU time of each candidate and reference call, in ms."""
+                                                                                 dict[str, float], list[int]]:
+    """Timed pairs: wall and process-CPU time of each candidate and reference call, in ms; and before
+    each timed pair, the other tasks runnable on the machine (this thread is the one task of ours
+    running while it reads /proc/stat: the backend's threads wait passively)."""
+    from edgemed._threads import runnable_tasks
+
+    others: list[int] = []
     series: dict[str, list[float]] = {"cand_wall": [], "cand_cpu": [], "ref_wall": [], "ref_cpu": []}
     stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
     gc_was_enabled = gc.isenabled()
@@ -207,6 +213,9 @@ def _interleave(seg: Any, volume: Any, workload: Any, config: GateConfig) -> tup
     try:
         for i in range(config.warmup + config.repeats):
             row = {}
+            running = runnable_tasks() if i >= config.warmup else None
+            if running is not None:
+                others.append(max(0, running - 1))
             # Alternate the order: whichever runs second meets caches the first one left behind.
             for who in (("cand", "ref") if i % 2 == 0 else ("ref", "cand")):
                 w0, c0 = time.perf_counter_ns(), time.process_time_ns()
@@ -227,7 +236,7 @@ def _interleave(seg: Any, volume: Any, workload: Any, config: GateConfig) -> tup
     finally:
         if gc_was_enabled:
             gc.enable()
-    return series, {k: float(np.median(v)) for k, v in stages.items()}
+    return series, {k: float(np.median(v)) for k, v in stages.items()}, others
 
 
 def _clock(requested: str, threads: int, backend: str, session: Any) -> str:

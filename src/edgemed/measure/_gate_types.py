@@ -142,6 +142,9 @@ class Measurement:
         created_utc: When it was measured (ISO 8601).
         wall_s: How long the measurement took.
         reference_labels: The reference label map's array (not stored in baselines).
+        others_running: Before each timed pair, the tasks other than this one runnable on the
+            machine (/proc/stat procs_running - 1): how much other programs competed for the CPUs.
+            Empty where it could not be read (and in baselines written before it was recorded).
     """
 
     bundle: BundleIdentity
@@ -165,6 +168,12 @@ class Measurement:
     created_utc: str
     wall_s: float
     reference_labels: np.ndarray | None = field(default=None, repr=False, compare=False)
+    others_running: tuple[int, ...] = ()
+
+    @property
+    def contention(self) -> float | None:
+        """Mean other runnable tasks while timing (None: not recorded)."""
+        return float(np.mean(self.others_running)) if self.others_running else None
 
     @property
     def normalised(self) -> np.ndarray:
@@ -201,4 +210,5 @@ class Measurement:
             "peak_memory_bytes": self.peak_memory_bytes, "memory_method": self.memory_method,
             "dice": {k: round(v, 5) for k, v in self.dice.items()},
             "host": self.host, "config": self.config, "created_utc": self.created_utc, "wall_s": round(self.wall_s, 3),
+            "others_running": list(self.others_running),
         }

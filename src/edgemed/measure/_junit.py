@@ -19,12 +19,14 @@ def junit_xml(result: GateResult) -> str:
 
     One `<testcase>` per metric (classname `edgemed.check.<bundle>`): a regression is a
     `<failure>` whose message says what regressed and by how much; a "noisy" or reported-only
-    metric passes with its detail in `<system-out>`. The whole table is the suite's system-out.
+    metric passes with its detail in `<system-out>`; a latency row not judged because the machine
+    was busy is `<skipped>` with the reason. The whole table is the suite's system-out.
     """
     m = result.candidate
+    skipped = sum(c.status == "busy" for c in result.checks)
     suite = ET.Element("testsuite", {
         "name": f"edgemed check {result.bundle}", "tests": str(len(result.checks)),
-        "failures": str(len(result.failures)), "errors": "0", "skipped": "0", "time": f"{m.wall_s:.3f}",
+        "failures": str(len(result.failures)), "errors": "0", "skipped": str(skipped), "time": f"{m.wall_s:.3f}",
         "timestamp": m.created_utc or datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "hostname": socket.gethostname() or "localhost"})
     props = ET.SubElement(suite, "properties")
@@ -40,6 +42,8 @@ def junit_xml(result: GateResult) -> str:
                                                       "type": "regression"})
             failure.text = (f"baseline {check.baseline}, candidate {check.candidate}, change {check.change} "
                             f"{check.interval}, limit {check.limit}")
+        elif check.status == "busy":
+            ET.SubElement(case, "skipped", {"message": f"machine busy: {check.detail}"})
         else:
             ET.SubElement(case, "system-out").text = f"[{check.status}] {check.detail}"
     ET.SubElement(suite, "system-out").text = result.table()

@@ -22,7 +22,7 @@ __all__ = ["make_biased_bundle", "make_slower_bundle"]
 PathLike = str | os.PathLike[str]
 
 
-def make_slower_bundle(bundle: Any, out: PathLike, *, width: int = 16, layers: int = 1) -> Any:
+def make_slower_bundle(bundle: Any, out: PathLike, *, width: int = 16, layers: int = 1, overwrite: bool = False) -> Any:
     """A copy of an ONNX bundle that does more work for the same masks.
 
     Each of `layers` blocks is a 3x3 conv from the K logit channels to `width` channels and one
@@ -35,6 +35,7 @@ def make_slower_bundle(bundle: Any, out: PathLike, *, width: int = 16, layers: i
         out: The bundle directory to write.
         width: Channels of the hidden layer of each block (>= the logit channels).
         layers: Blocks appended.
+        overwrite: Replace a bundle already at `out` (else it is refused, as everywhere in edgemed).
 
     Returns:
         The written `OnnxBundle`.
@@ -63,10 +64,11 @@ def make_slower_bundle(bundle: Any, out: PathLike, *, width: int = 16, layers: i
                                   pads=[1, 1, 1, 1])])
         name = nxt
     return _write(src, model, out, {"kind": "slower", "width": width, "layers": layers,
-                                    "note": "identity convolutions appended to the logits: same masks, more work"})
+                                    "note": "identity convolutions appended to the logits: same masks, more work"},
+                  overwrite=overwrite)
 
 
-def make_biased_bundle(bundle: Any, out: PathLike, *, bias: Sequence[float]) -> Any:
+def make_biased_bundle(bundle: Any, out: PathLike, *, bias: Sequence[float], overwrite: bool = False) -> Any:
     """A copy of an ONNX bundle whose logits get a constant per-class bias (same speed, shifted masks).
 
     Args:
@@ -74,6 +76,7 @@ def make_biased_bundle(bundle: Any, out: PathLike, *, bias: Sequence[float]) -> 
         out: The bundle directory to write.
         bias: One value per output class (background first); e.g. (0.5, 0) shrinks a one-organ
             model's masks.
+        overwrite: Replace a bundle already at `out` (else it is refused, as everywhere in edgemed).
 
     Returns:
         The written `OnnxBundle`.
@@ -92,7 +95,8 @@ def make_biased_bundle(bundle: Any, out: PathLike, *, bias: Sequence[float]) -> 
     graph.node.append(onnx.helper.make_node("Add", [name, "edgemed_logit_bias"], [graph.output[0].name],
                                             "edgemed_logit_bias_add"))
     return _write(src, model, out, {"kind": "biased", "bias": [float(v) for v in values],
-                                    "note": "a constant added to the logits: same work, shifted masks"})
+                                    "note": "a constant added to the logits: same work, shifted masks"},
+                  overwrite=overwrite)
 
 
 def _open(bundle: Any) -> tuple[Any, Any, int]:
@@ -116,7 +120,7 @@ def _detach_output(graph: Any) -> str:
     return raw
 
 
-def _write(src: Any, model: Any, out: PathLike, record: dict[str, Any]) -> Any:
+def _write(src: Any, model: Any, out: PathLike, record: dict[str, Any], *, overwrite: bool) -> Any:
     from edgemed.artifacts import BUNDLE_KIND, BUNDLE_SCHEMA, OnnxBundle, write_artifact
 
     onnx = require("onnx")
@@ -124,5 +128,5 @@ def _write(src: Any, model: Any, out: PathLike, record: dict[str, Any]) -> Any:
     metadata = src.meta.with_(variant={**record, "of": src.manifest.digest, "of_name": src.path.name})
     write_artifact(out, kind=BUNDLE_KIND, schema_version=BUNDLE_SCHEMA,
                    payload={src.meta.model: model.SerializeToString()}, metadata=metadata.to_json(),
-                   parent=src.manifest.digest)
+                   parent=src.manifest.digest, overwrite=overwrite)
     return OnnxBundle.load(out)
