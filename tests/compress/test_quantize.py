@@ -49,6 +49,7 @@ def test_quantize_measures_and_keeps_what_wins(fp32_bundle: tuple[Path, list[Pat
     assert out.precision == result.chosen_precision and out.metadata["preferred_backend"] == result.chosen_backend
     record = out.metadata["quantization"]
     assert record["calibration"]["slices"] == 16 and record["calibration"]["organ_slices"] >= 8
+    assert out.meta.qc is not None and out.meta.qc == OnnxBundle.load(src).meta.qc  # the runtime QC's reference travels
     assert set(record["latency_ms"]) == {"fp32_ort", f"fp32_{config.backend}", f"int8_{config.backend}"}  # type: ignore[attr-defined]
     liver = record["dice"]["organs"]["liver"]
     assert 0.0 <= liver["int8_vs_reference"] <= 1.0 and liver["drop"] == pytest.approx(

@@ -13,7 +13,7 @@ from edgemed.artifacts._bundle import (BUNDLE_KIND, BUNDLE_SCHEMA, ENGINE_FILE, 
 from edgemed.artifacts._manifest import (MANIFEST, Manifest, combined_sha256, read_manifest, read_payload, sha256_file,
                                          write_artifact)
 from edgemed.artifacts._output import check_output, check_output_file, output_kind
-from edgemed.artifacts._records import (BundleMeta, EngineBuild, EngineMeta, Record, ShardEntry, ShardRecord,
+from edgemed.artifacts._records import (BundleMeta, EngineBuild, EngineMeta, QCRecord, Record, ShardEntry, ShardRecord,
                                         StoreHeader, StudentMeta, StudentSummary, TeacherStoreIndex, TrainingRecord,
                                         ValidationRecord)
 from edgemed.artifacts._signing import (
@@ -50,6 +50,7 @@ __all__ = [
     "OrganChannel",
     "PostprocessSpec",
     "PreprocessSpec",
+    "QCRecord",
     "Record",
     "ShardEntry",
     "ShardRecord",

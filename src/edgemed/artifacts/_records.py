@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from edgemed.artifacts._specs import OrganChannel, PostprocessSpec, PreprocessSpec, TensorSpec
 from edgemed.errors import ArtifactError, ConfigError
 
-__all__ = ["BundleMeta", "EngineBuild", "EngineMeta", "Record", "ShardEntry", "ShardRecord", "StoreHeader", "StudentMeta",
-           "StudentSummary", "TeacherStoreIndex", "TrainingRecord", "ValidationRecord"]
+__all__ = ["BundleMeta", "EngineBuild", "EngineMeta", "QCRecord", "Record", "ShardEntry", "ShardRecord", "StoreHeader",
+           "StudentMeta", "StudentSummary", "TeacherStoreIndex", "TrainingRecord", "ValidationRecord"]
 
 R = TypeVar("R", bound="Record")
 
@@ -153,6 +153,40 @@ class TrainingRecord(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class QCRecord(Record):
+    """The runtime quality control's reference ranges, measured at distill time (`edgemed.runtime` QC).
+
+    Written by distillation after training (or `edgemed.compress.calibrate_qc` for an older
+    student), carried by export and quantize into the bundle. A bundle without one loads, and its
+    QC reports "not calibrated" instead of guessing.
+
+    Attributes:
+        method: How the ranges were obtained, in words (scans, teacher, held-out part, perturbations).
+        scans: The scans they were measured on.
+        samples: (Perturbed) held-out and training slice sets the score model was fitted on.
+        spacing_mm: {"inplane": [lo, hi], "thickness": [lo, hi]} of the training scans.
+        intensity: The training scans' intensity facts: {"modality", "fractions": {band: share}}.
+        organs: Organ name → {"volume_ml": [lo, hi], "components": n, "largest_share": s,
+            "side": signed offset from the body's midline (share of its half-width; + = patient's
+            right), "ap": the same front-back, "z_extent_mm": craniocaudal extent, "confidence":
+            the student's clean held-out mean max-probability, entropy, boundary confidence}.
+        score: The Dice estimator: {"features": [names], "weights": [..], "intercept": b,
+            "fit": {"samples", "rmse", "spearman"}}; score = sigmoid(intercept + weights · features).
+        thresholds: {"warn_below": s, "fail_below": s}: scores under which the verdict is warn / fail.
+    """
+
+    method: str = _codec(str, str)
+    scans: list[str] = _codec(list, list, default_factory=list)
+    samples: int = _codec(int, int, default=0)
+    spacing_mm: dict[str, Any] = _codec(_dict, dict, default_factory=dict)
+    intensity: dict[str, Any] = _codec(_dict, dict, default_factory=dict)
+    organs: dict[str, Any] = _codec(_dict, dict, default_factory=dict)
+    score: dict[str, Any] = _codec(_dict, dict, default_factory=dict)
+    thresholds: dict[str, float] = _codec(_float_map, dict, default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class StudentMeta(Record):
     """The metadata of a student checkpoint (written by distill, prune and ensemble).
 
@@ -164,6 +198,7 @@ class StudentMeta(Record):
         validation, training: See `ValidationRecord`, `TrainingRecord`.
         pruning: The pruning record, for a pruned student.
         init: The checkpoint a fine-tune started from (digest, pruning).
+        qc: The runtime QC's reference ranges (`QCRecord`); None for students distilled before QC.
     """
 
     organs: tuple[OrganChannel, ...] = _codec(_organs, _dump_list)
@@ -179,6 +214,7 @@ class StudentMeta(Record):
     training: TrainingRecord = _codec(TrainingRecord.from_json, TrainingRecord.to_json, default_factory=TrainingRecord)
     init: dict[str, Any] | None = _codec(_opt_dict, dict, default=None)
     pruning: dict[str, Any] | None = _codec(_opt_dict, dict, default=None)
+    qc: QCRecord | None = _codec(QCRecord.from_json, QCRecord.to_json, default=None)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -229,6 +265,7 @@ class BundleMeta(Record):
         quantization: The quantization record (what was tried, Dice, latency, why kept).
         preferred_backend: The backend its model was measured fastest on ("auto" picks it).
         variant: For bundles made by the gate's test variants (slower, biased).
+        qc: The runtime QC's reference ranges from the student (`QCRecord`); None: not calibrated.
     """
 
     format: str = "onnx"
@@ -248,13 +285,14 @@ class BundleMeta(Record):
     quantization: dict[str, Any] | None = _codec(_opt_dict, dict, default=None)
     preferred_backend: str | None = None
     variant: dict[str, Any] | None = _codec(_opt_dict, dict, default=None)
+    qc: QCRecord | None = _codec(QCRecord.from_json, QCRecord.to_json, default=None)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def runtime_json(self) -> dict[str, Any]:
         """The records a TensorRT engine copies from its ONNX parent, so the runtime uses it the same way."""
         full = self.to_json()
         return {k: full[k] for k in ("inputs", "outputs", "preprocess", "postprocess", "organs", "label_map",
-                                     "student") if k in full}
+                                     "student", "qc") if k in full}
 
 
 def _cc(value: Any) -> tuple[int, int]:

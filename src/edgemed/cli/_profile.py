@@ -80,6 +80,15 @@ def profile(bundle: Path, scan: Path, teacher_predictions: Path | None, ground_t
     if report.heldout_dice:
         click.echo("  held-out Dice recorded at distillation (vs the teacher): "
                    + ", ".join(f"{k} {v:.4f}" for k, v in report.heldout_dice.items()))
+    if report.qc:
+        q = report.qc["report"]
+        scores = ", ".join(f"{o['name']} {o['score']:.2f}" for o in q["organs"] if o["score"] is not None)
+        click.echo(f"  QC {q['verdict']}" + ("" if q["calibrated"] else " (not calibrated)")
+                   + (f", estimated Dice {scores}" if scores else "")
+                   + f"; QC {report.qc['share_of_segment_p50']:.1%} of segment time")
+        for reason in q["reasons"]:
+            if reason["severity"] in ("warn", "fail"):
+                click.echo(f"    {reason['severity']}: {reason['message']}")
     for note in report.notes:
         click.echo(f"  note: {note}")
     click.echo(f"wrote {report.report_md}, {report.report_json}"

@@ -35,11 +35,12 @@ def distill(
     teacher: object | None = None,
     teacher_predictions: Sequence[str | os.PathLike[str]] | None = None,
     teacher_store: str | os.PathLike[str] | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     init: StudentCheckpoint | str | os.PathLike[str] | None = None,
     resume: bool = False,
     state_every: int = 1,
     overwrite: bool = False,
+    calibrate_qc: bool = True,
 ) -> StudentCheckpoint:
     """Distill a teacher into an organ-specific student from unlabeled scans.
 
@@ -60,6 +61,8 @@ def distill(
         scans: NIfTI files, DICOM series folders, or Volumes.
         config: What to distill and how.
         out: The student checkpoint directory to write (replaced atomically).
+        progress: Show progress bars; True names the training bar after the organs
+            ("distill liver"), a string names it (the demo's "train teacher").
         init: Start from this student's weights and structure instead of a fresh network (e.g.
             a pruned student, fine-tuned from its unpruned parent as the teacher). Its
             preprocessing must match `config.preprocess`.
@@ -67,6 +70,9 @@ def distill(
             every `state_every` epochs, removed when the student is written); without one, start
             afresh. The continued run gives the same weights as an uninterrupted one.
         state_every: Epochs between training-state saves (0: never save one).
+        calibrate_qc: Measure the runtime QC's reference on the training scans after training
+            (stored in the checkpoint, carried into bundles). False skips it (a model that is only
+            used as a teacher, like the demo's); its bundles then report QC "not calibrated".
         overwrite: Replace a student checkpoint at `out`; anything else there is refused before any
             scan is read (`edgemed.artifacts.check_output`).
 
@@ -92,11 +98,11 @@ def distill(
                  inputs=[*scans, *(teacher_predictions or ()), teacher_store, init])
     with distributed() as ctx:
         return _distill(scans, config, Path(out), teacher, teacher_predictions, teacher_store, progress, init, resume,
-                        state_every, ctx, overwrite)
+                        state_every, ctx, overwrite, calibrate_qc)
 
 
 def _distill(scans, config, out, teacher, teacher_predictions, teacher_store, progress, init, resume,  # type: ignore[no-untyped-def]
-             state_every, ctx, overwrite=False):
+             state_every, ctx, overwrite=False, calibrate_qc=True):
     import torch
 
     from edgemed.compress._train_state import load_state, state_dir
@@ -115,7 +121,8 @@ def _distill(scans, config, out, teacher, teacher_predictions, teacher_store, pr
     if ctx.world_size > config.batch_size:
         raise ConfigError(f"{ctx.world_size} processes share batches of {config.batch_size} slices; each needs at "
                           f"least one: raise --batch-size to >= {ctx.world_size} or start fewer processes.")
-    progress = progress and ctx.is_main
+    label = progress if isinstance(progress, str) else None
+    progress = bool(progress) and ctx.is_main
     _set_torch_threads(config.threads)
     slices, soft, teacher_identity = _load_data(scans, teacher, teacher_predictions, teacher_store, ids, config,
                                                 progress)
@@ -155,7 +162,8 @@ def _distill(scans, config, out, teacher, teacher_predictions, teacher_store, pr
         # Members differ by seed only: their own initialisation, batches and augmentation.
         seed = config.seed + m
         torch.manual_seed(seed)
-        name = "+".join(o.name for o in organs) + (f" [{m + 1}/{config.ensemble}]" if config.ensemble > 1 else "")
+        name = (label or "distill " + "+".join(o.name for o in organs)) + (
+            f" [{m + 1}/{config.ensemble}]" if config.ensemble > 1 else "")
         start_net = load_student(init_ckpt).train() if init_ckpt is not None else create_student(member_spec)
         if saved is not None and m < saved.member:  # finished before the interruption
             start_net.load_state_dict(saved.finished[m])
@@ -178,6 +186,10 @@ def _distill(scans, config, out, teacher, teacher_predictions, teacher_store, pr
         ctx.barrier()  # rank 0 evaluates on the native grids and writes the checkpoint
         return StudentCheckpoint.load(out)
     native = _evaluate_native(net, slices, organs, config)
+    from edgemed.compress._qc_calibrate import qc_record
+
+    qc = (qc_record(net, slices, organs, config, teacher_identity, seed=config.seed)  # the runtime QC's reference
+          if calibrate_qc else None)
     training_extra: dict[str, object] = {"torch": torch.__version__, "soft_targets": soft,
                                           "threads": torch.get_num_threads()}
     if ctx.active:
@@ -193,6 +205,7 @@ def _distill(scans, config, out, teacher, teacher_predictions, teacher_store, pr
                                 seed=config.seed, parameters=int(sum(p.numel() for p in net.parameters())),
                                 extra=training_extra),
         init=None if init_ckpt is None else {"digest": init_ckpt.manifest.digest, "pruning": init_ckpt.meta.pruning},
+        qc=qc,
     )
     payload = student_payload(net, spec)
     if init_ckpt is not None:
@@ -276,7 +289,7 @@ def _train_member(net, run: _Run, seed: int, name: str, member: int, finished: l
     shipped = lambda: ema.module if ema is not None else net  # noqa: E731
     model = ctx.wrap(net)
     share = ctx.share(config.batch_size)
-    bar = progress_bar(range(first, config.epochs), run.progress, desc=f"distill {name}", unit="epoch",
+    bar = progress_bar(range(first, config.epochs), run.progress, desc=name, unit="epoch",
                        initial=first, total=config.epochs)
     for epoch in bar:
         model.train()
@@ -366,7 +379,8 @@ def _load_data(scans, teacher, teacher_predictions, teacher_store, ids, config, 
         store = TeacherStore.open(teacher_store)
         store.check_matches(ids, config.label_map, config.temperature)
         identity = store.identity()
-    for i, scan in enumerate(progress_bar(scans, progress and len(scans) > 1, desc="teacher", unit="scan")):
+    desc = "run teacher" if teacher is not None else "read scans"
+    for i, scan in enumerate(progress_bar(scans, progress and len(scans) > 1, desc=desc, unit="scan")):
         volume = scan if isinstance(scan, Volume) else read_volume(scan)
         name = volume.source or (Path(scan).name if not isinstance(scan, Volume) else f"volume{i}")
         if store is not None:

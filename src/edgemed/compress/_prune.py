@@ -389,6 +389,11 @@ def prune(student: StudentCheckpoint | str | os.PathLike[str], config: PruneConf
         "fine_tuned": False,
     }
     metadata = ckpt.meta.with_(pruning=pruning, training=ckpt.meta.training.with_(parameters=result.parameters[1]))
+    if metadata.qc is not None:
+        # The QC reference describes the parent's behaviour; a fine-tune (distill with init=) measures its own.
+        metadata = metadata.with_(qc=metadata.qc.with_(extra={**metadata.qc.extra, "measured_on": (
+            f"the unpruned parent {ckpt.manifest.digest[:12]}; fine-tune (which recalibrates) or run "
+            "edgemed.compress.calibrate_qc on this student")}))
     write_artifact(out, kind=STUDENT_KIND, schema_version=ckpt.manifest.schema_version, payload=payload,
                    metadata=metadata.to_json(), parent=ckpt.manifest.digest, overwrite=overwrite)
     return StudentCheckpoint.load(out)

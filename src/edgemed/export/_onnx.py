@@ -180,4 +180,5 @@ def _metadata(ckpt: StudentCheckpoint, model: Any, config: OnnxExportConfig, par
                                teacher=meta.teacher),
         export={"exporter": "torch.onnx (TorchScript)", "dynamic_batch": config.dynamic_batch,
                 "simplified": config.simplify, "nodes": len(model.graph.node), "versions": versions},
+        qc=meta.qc,  # the runtime QC's reference ranges travel with the model (None: not calibrated)
     )

@@ -21,12 +21,18 @@ _LPS = np.diag([-1.0, -1.0, 1.0])  # DICOM patient coordinates (LPS) ↔ RAS
 
 
 def write_dicom_seg(labels: Volume, series_folder: str | os.PathLike[str], path: str | os.PathLike[str],
-                    organs: Mapping[int, str], *, algorithm: str = "edgemed") -> Path:
+                    organs: Mapping[int, str], *, algorithm: str = "edgemed", note: str | None = None) -> Path:
     """Write `labels` (on the grid of the DICOM series in `series_folder`) as a binary DICOM-SEG.
 
     One segment per organ (label id → name), frames placed on the source images, so PACS viewers
     overlay it on the original series. The SEG carries the series' patient and study identity, as
     DICOM requires of a derived object; edgemed's own artifacts and logs never do.
+
+    Args:
+        note: A line viewers should show with the mask, e.g. the runtime QC's `QCReport.summary()`
+            ("QC warn (est. Dice 0.78): ..."). It becomes the Series Description and Content
+            Description (cut to 64 characters, as DICOM's LO allows), and its verdict the Content
+            Label (QC_OK / QC_WARN / QC_FAIL; QC_UNCALIBRATED for "QC not calibrated").
 
     Raises:
         InputError: The folder is not one DICOM series, the label map is not on its grid, or a header
@@ -68,7 +74,7 @@ def write_dicom_seg(labels: Volume, series_folder: str | os.PathLike[str], path:
         # highdicom warns with the patient's name in the message; identifiers never reach our logs.
         warnings.simplefilter("ignore", UserWarning)
         try:
-            seg = _segmentation(hd, sources, frames, descriptions, algorithm)
+            seg = _segmentation(hd, sources, frames, descriptions, algorithm, note)
         except (ValueError, TypeError, AttributeError, KeyError) as err:
             # pydicom/highdicom quote the offending header value (a birth date, a name): say what is
             # wrong with it redacted, and drop the chain, whose messages and locals hold the value.
@@ -84,13 +90,31 @@ def write_dicom_seg(labels: Volume, series_folder: str | os.PathLike[str], path:
     return out
 
 
-def _segmentation(hd: object, sources: list, frames: np.ndarray, descriptions: list, algorithm: str) -> object:
-    return hd.seg.Segmentation(  # type: ignore[attr-defined]
+def _segmentation(hd: object, sources: list, frames: np.ndarray, descriptions: list, algorithm: str,
+                  note: str | None = None) -> object:
+    extra = {}
+    if note:
+        words = note.split()
+        verdict = words[1].strip(":(").lower() if len(words) >= 2 and words[0] == "QC" else ""
+        # CS allows A-Z, 0-9, space and underscore, 16 characters; LO 64 characters without backslashes.
+        label = f"QC_{verdict.upper()}" if verdict in ("ok", "warn", "fail") else \
+            "QC_UNCALIBRATED" if words[:1] == ["QC"] else "EDGEMED"
+        extra = {"content_label": label, "content_description": _lo(note)}
+    seg = hd.seg.Segmentation(  # type: ignore[attr-defined]
         source_images=sources, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=900,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="edgemed", manufacturer_model_name=algorithm,
-        software_versions="edgemed", device_serial_number="0", omit_empty_frames=False,
+        software_versions="edgemed", device_serial_number="0", omit_empty_frames=False, **extra,
     )
+    if note:
+        seg.SeriesDescription = _lo(note)  # what PACS viewers list beside the series
+    return seg
+
+
+def _lo(text: str) -> str:
+    """`text` as a DICOM LO value: no backslash or control characters, at most 64 characters."""
+    clean = "".join(c if c.isprintable() and c != "\\" else " " for c in text)
+    return clean if len(clean) <= 64 else clean[:61] + "..."
 
 
 def _normal(ds: object) -> np.ndarray:

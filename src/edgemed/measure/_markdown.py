@@ -63,6 +63,14 @@ def render_markdown(report: ProfileReport) -> str:
         lines += ["", "Held-out Dice (recorded at distillation, vs the teacher, on data the student was not trained "
                   "on): " + ", ".join(f"{k} {v:.4f}" for k, v in r.heldout_dice.items()) + ". The Dice above is "
                   "over the whole profiled scan, which may include training data."]
+    if r.qc:
+        q = r.qc["report"]
+        lines += ["", "## Quality control", "",
+                  f"Verdict **{q['verdict']}**" + ("" if q["calibrated"] else " (not calibrated: the bundle has no QC "
+                                                    "reference)") + (f", estimated Dice {q['score']:.3f}"
+                                                                     if q["score"] is not None else "") +
+                  f"; QC took {r.qc['qc_ms_p50']:.1f} ms, {r.qc['share_of_segment_p50']:.1%} of `segment` (median)."]
+        lines += [f"- {x['severity']}: {x['message']}" for x in q["reasons"] if x["check"] != "calibration"]
     m = r.model
     lines += [
         "", "## Model", "", "| fact | value |", "|---|---:|",

@@ -98,6 +98,8 @@ def _profile_into(stage: Path, out: Path, bundle: Any, scan: PathLike, teacher_p
     mask_path = stage / "mask.nii.gz"
     notes: list[str] = []
     samples: dict[str, list[int]] = {s: [] for s in (*STAGES, "total")}
+    qc_ms: list[float] = []
+    qc_share: list[float] = []
     with runtime.load(bundle, backend=config.backend, threads=config.threads) as seg:
         for i in range(config.warmup + config.repeats):
             t0 = time.perf_counter_ns()
@@ -115,6 +117,8 @@ def _profile_into(stage: Path, out: Path, bundle: Any, scan: PathLike, teacher_p
                    "postprocess": int(tm.postprocess_ms * 1e6), "write": t3 - t2}
             for name, ns in row.items():
                 samples[name].append(ns)
+            qc_ms.append(tm.qc_ms)
+            qc_share.append(tm.qc_ms / tm.total_ms if tm.total_ms > 0 else 0.0)
             samples["total"].append((t1 - t0) + (t2 - t1) + (t3 - t2))
         slices = int(seg.last_timings.slices) if seg.last_timings else int(volume.shape[2])
         stages = {name: Percentiles.of_ns(v) for name, v in samples.items()}
@@ -129,6 +133,9 @@ def _profile_into(stage: Path, out: Path, bundle: Any, scan: PathLike, teacher_p
         bundle_path = seg.bundle.path
         precision = seg.bundle.precision
         heldout = seg.bundle.meta.student.validation_dice
+        last_qc = seg.last_qc
+    qc = {} if last_qc is None else {"report": last_qc.to_json(), "qc_ms_p50": float(np.median(qc_ms)),
+                                     "share_of_segment_p50": float(np.median(qc_share))}
     unknown = sorted(set(reference_labels) - {o.name for o in organs})
     if unknown:
         from edgemed.errors import ConfigError
@@ -149,7 +156,7 @@ def _profile_into(stage: Path, out: Path, bundle: Any, scan: PathLike, teacher_p
                            stages=stages, batches=batches, memory=memory, model=model, accuracy=accuracy, host=host,
                            notes=tuple(notes), report_json=out / "report.json", report_md=out / "report.md",
                            overlay_png=None if overlay is None else out / overlay.name, mask=out / mask_path.name,
-                           heldout_dice=dict(heldout))
+                           heldout_dice=dict(heldout), qc=qc)
     from edgemed.measure._markdown import render_markdown
 
     _write_text(stage / report.report_json.name, json.dumps(report.to_json(), indent=2) + "\n")

@@ -168,6 +168,9 @@ class ProfileReport:
         report_md: Path of report.md.
         overlay_png: Path of overlay.png (None when matplotlib is missing).
         mask: The student's mask written during the "write" stage.
+        heldout_dice: The Dice recorded at distillation on the held-out part.
+        qc: The runtime quality control of the profiled scan: {"report": `QCReport.to_json()` of the
+            last repeat, "qc_ms_p50", "share_of_segment_p50" (QC time / `segment` time, median)}.
     """
 
     bundle: Path
@@ -187,6 +190,7 @@ class ProfileReport:
     overlay_png: Path | None
     mask: Path
     heldout_dice: Mapping[str, float] = field(default_factory=dict)
+    qc: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def inference_share(self) -> float:
@@ -206,6 +210,7 @@ class ProfileReport:
             "host": dict(self.host), "notes": list(self.notes),
             "heldout_dice": {"scope": "held-out (recorded at distillation, vs the teacher)",
                              "dice": dict(self.heldout_dice)},
+            "qc": dict(self.qc),
             "files": {"report_json": str(self.report_json), "report_md": str(self.report_md),
                       "overlay_png": None if self.overlay_png is None else str(self.overlay_png),
                       "mask": str(self.mask)},

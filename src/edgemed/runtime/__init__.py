@@ -8,8 +8,8 @@ Example:
     >>> from edgemed.io import read_volume
     >>> from edgemed.runtime import load
     >>> with load("out/liver.edgemed", backend="ort") as seg:
-    ...     labels = seg.segment(read_volume("ct.nii.gz"))     # uint8; 5 = liver (TotalSegmentator ids)
-    ...     print(seg.last_timings)
+    ...     labels, qc = seg.segment_with_qc(read_volume("ct.nii.gz"))  # uint8; 5 = liver (TotalSegmentator ids)
+    ...     print(qc.verdict, qc.score, seg.last_timings)      # "ok"/"warn"/"fail", estimated Dice
 """
 
 from __future__ import annotations
@@ -18,28 +18,44 @@ from edgemed.artifacts import BUNDLE_KIND, BUNDLE_SCHEMA, ENGINE_KIND, EngineBun
 from edgemed.runtime._host import physical_cores
 from edgemed.runtime._infer import infer_slices, infer_volume, iter_slice_batches
 from edgemed.runtime._postprocess import component_labels, largest_component
+from edgemed.runtime._qc import OrganQC, QCReason, QCReport, check_input, check_output, intensity_profile, organ_geometry
+from edgemed.runtime._qc_score import (SCORE_FEATURES, ConfidenceStats, apply_score_model, fit_score_model,
+                                       score_features, spearman)
 from edgemed.runtime._segmenter import Segmenter, load
 from edgemed.runtime._types import Session, StageTimings
 from edgemed.runtime.backends import BACKENDS, open_session
 
 __all__ = [
+    "SCORE_FEATURES",
     "BACKENDS",
     "BUNDLE_KIND",
     "BUNDLE_SCHEMA",
     "ENGINE_KIND",
+    "ConfidenceStats",
     "EngineBundle",
     "OnnxBundle",
+    "OrganQC",
+    "QCReason",
+    "QCReport",
     "Segmenter",
     "Session",
     "StageTimings",
     "TensorSpec",
+    "apply_score_model",
+    "check_input",
+    "check_output",
     "component_labels",
+    "fit_score_model",
     "infer_slices",
     "infer_volume",
+    "intensity_profile",
     "iter_slice_batches",
     "largest_component",
     "load",
     "open_bundle",
     "open_session",
+    "organ_geometry",
     "physical_cores",
+    "score_features",
+    "spearman",
 ]

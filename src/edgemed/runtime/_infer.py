@@ -116,7 +116,8 @@ def infer_slices(run: RunFn, image: np.ndarray, ks: np.ndarray | Sequence[int], 
 
 def infer_volume(run: RunFn, volume: Volume, spec: PreprocessSpec, *, batch_size: int = 16,
                  fixed_batch: int | None = None, softmax: bool = True, lut: np.ndarray | None = None,
-                 timings: dict[str, Any] | None = None) -> np.ndarray:
+                 timings: dict[str, Any] | None = None,
+                 observe: Callable[[np.ndarray, SliceGeometry, bool], None] | None = None) -> np.ndarray:
     """Run a model over every axial slice of a volume and return its output on the volume's own grid.
 
     The whole pipeline: `prepare_volume` (window, body crop, resample, pad), `infer_slices`,
@@ -137,6 +138,11 @@ def infer_volume(run: RunFn, volume: Volume, spec: PreprocessSpec, *, batch_size
             the label map lut[argmax over classes] of the probabilities on the scan grid, and no
             (K, X, Y, Z) array is made. Where the student's pixels are the scan's voxels (no
             in-plane resampling) the argmax is taken of the logits (softmax keeps the order).
+        observe: Called with each slab's (n, K, H, W) scores on the student grid, the geometry,
+            and whether the scores are logits (True: the lut path on the student's own pixels,
+            which skips the softmax) or probabilities, before the slab goes back to the scan grid
+            (the runtime QC's confidence statistics, `ConfidenceStats.observe`); it must not keep
+            or change them. Its time is counted under timings["qc"].
 
     Returns:
         (K, X, Y, Z) float32: probabilities (softmax=True) or what `run` returns; or, with `lut`,
@@ -163,6 +169,10 @@ def infer_volume(run: RunFn, volume: Volume, spec: PreprocessSpec, *, batch_size
                               batch_size=batch_size, fixed_batch=fixed_batch,
                               softmax=softmax and not (lut is not None and same_grid), timings=t)
         t0 = time.perf_counter()
+        if observe is not None:
+            observe(scores, geom, not (softmax and not (lut is not None and same_grid)))
+            t["qc"] = t.get("qc", 0.0) + time.perf_counter() - t0
+            t0 = time.perf_counter()
         classes = scores.shape[1]
         if out is None:
             # Labels in Fortran order, as read_volume's scans are: each slab is one contiguous block.

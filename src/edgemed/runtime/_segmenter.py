@@ -10,11 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from edgemed.artifacts import EngineBundle, OnnxBundle, OrganChannel, open_bundle, read_payload, verify_artifact
+from edgemed.artifacts import (EngineBundle, OnnxBundle, OrganChannel, QCRecord, open_bundle, read_payload,
+                               verify_artifact)
 from edgemed.errors import ArtifactError, BackendError, ConfigError, InputError
-from edgemed.io import Volume, check_scan_values
+from edgemed.io import SliceGeometry, Volume, body_box, check_scan_values
 from edgemed.runtime._infer import infer_volume
 from edgemed.runtime._postprocess import keep_largest_components_, label_lut
+from edgemed.runtime._qc import QCReport, check_input, check_output
+from edgemed.runtime._qc_score import ConfidenceStats
 from edgemed.runtime._types import Session, StageTimings
 from edgemed.runtime.backends import open_session, resolve_backend
 
@@ -127,6 +130,8 @@ class Segmenter:
         self._lut = label_lut(self._organs)
         self._lock = threading.Lock()
         self._last: StageTimings | None = None
+        self._last_qc: QCReport | None = None
+        self._qc_record: QCRecord | None = bundle.meta.qc
 
     @property
     def organs(self) -> tuple[OrganChannel, ...]:
@@ -138,6 +143,21 @@ class Segmenter:
         """Per-stage times of the most recently finished `segment`/`predict` call (from any thread)."""
         with self._lock:
             return self._last
+
+    @property
+    def last_qc(self) -> QCReport | None:
+        """The quality control of the most recently finished `segment` call (from any thread; None before one).
+
+        With several threads sharing this Segmenter, use `segment_with_qc`, which returns each
+        call's own report.
+        """
+        with self._lock:
+            return self._last_qc
+
+    @property
+    def qc_record(self) -> QCRecord | None:
+        """The QC reference ranges the bundle carries (None: not calibrated; QC then says so)."""
+        return self._qc_record
 
     def predict(self, volume: Volume, *, batch_size: int = 16) -> np.ndarray:
         """Per-class probabilities on the volume's own grid.
@@ -159,12 +179,16 @@ class Segmenter:
         self._record(timings, start)
         return probs
 
-    def segment(self, volume: Volume, *, batch_size: int = 16) -> Volume:
+    def segment(self, volume: Volume, *, batch_size: int = 16, qc: bool = True) -> Volume:
         """The organ label map of a volume, on the volume's own grid.
+
+        Quality control runs with it (a few percent of the call's time) and its report is
+        `last_qc`; `segment_with_qc` returns both at once.
 
         Args:
             volume: A 3D scan of the bundle's modality (CT in HU), e.g. from `edgemed.io.read_volume`.
             batch_size: Axial slices per backend call.
+            qc: Run quality control (False: `last_qc` is left as it was).
 
         Returns:
             A "SEG" Volume with the input's affine holding label ids of the teacher's map
@@ -178,15 +202,59 @@ class Segmenter:
         Example:
             >>> labels = seg.segment(read_volume("ct.nii.gz"))
             >>> write_labels_like(labels, "ct.nii.gz", "liver_mask.nii.gz")
+            >>> seg.last_qc.verdict, seg.last_qc.score     # "ok" / "warn" / "fail", estimated Dice
         """
+        return self._segment(volume, batch_size, qc)[0]
+
+    def segment_with_qc(self, volume: Volume, *, batch_size: int = 16) -> tuple[Volume, QCReport]:
+        """`segment` plus its quality control: (label map, QCReport).
+
+        The report's verdict is "ok", "warn" or "fail" with each reason in plain words, and a
+        score per organ that estimates its Dice vs the teacher (fitted when the student was
+        distilled). A bundle without QC reference ranges gives `calibrated=False` and only the
+        checks that need no reference. What QC checks and what it cannot see: docs/runtime.md.
+
+        Raises:
+            As `segment`.
+
+        Example:
+            >>> mask, qc = seg.segment_with_qc(read_volume("ct.nii.gz"))
+            >>> if qc.verdict == "fail":
+            ...     print(qc.summary())          # e.g. "QC fail (est. Dice 0.41): liver lies on the patient's left…"
+        """
+        mask, report = self._segment(volume, batch_size, True)
+        assert report is not None
+        return mask, report
+
+    def _segment(self, volume: Volume, batch_size: int, qc: bool) -> tuple[Volume, QCReport | None]:
         # Streamed: labels are written slab by slab; no (K, X, Y, Z) probabilities are made.
-        labels, timings, start = self._predict(volume, batch_size, lut=self._lut)
+        start = time.perf_counter()
+        stats = ConfidenceStats() if qc else None
+        geoms: list[SliceGeometry] = []
+
+        def observe(scores: np.ndarray, geom: SliceGeometry, logits: bool) -> None:
+            assert stats is not None
+            if not geoms:
+                geoms.append(geom)
+            stats.observe(scores, logits=logits)
+
+        labels, timings, start = self._predict(volume, batch_size, lut=self._lut, observe=observe if qc else None,
+                                               start=start)
+        report = None
+        if qc:
+            # The input checks ran before inference (in _predict); the output checks see the raw mask.
+            t0 = time.perf_counter()
+            body = geoms[0].crop_xy if geoms and geoms[0].crop_xy is not None else body_box(volume, 0.0)
+            report = check_output(labels, volume, self._organs, self._qc_record, stats, body,
+                                  timings["qc_input"][0], timings["qc_input"][1],
+                                  qc_seconds=timings.get("qc", 0.0) + time.perf_counter() - t0)
+            timings["qc"] = report.qc_ms / 1e3
         if self._largest_component:
             t0 = time.perf_counter()
             keep_largest_components_(labels, self._organs)
             timings["postprocess"] += time.perf_counter() - t0
-        self._record(timings, start)
-        return volume.with_array(labels, modality="SEG")
+        self._record(timings, start, qc=report)
+        return volume.with_array(labels, modality="SEG"), report
 
     def close(self) -> None:
         """Release the backend session."""
@@ -198,26 +266,35 @@ class Segmenter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _predict(self, volume: Volume, batch_size: int,
-                 lut: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any], float]:
-        start = time.perf_counter()
+    def _predict(self, volume: Volume, batch_size: int, lut: np.ndarray | None = None,
+                 observe: Any = None, start: float | None = None) -> tuple[np.ndarray, dict[str, Any], float]:
+        start = time.perf_counter() if start is None else start
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} must be an integer >= 1, e.g. 16.")
         _check_volume(volume, self._spec.modality)
-        t = {"preprocess": time.perf_counter() - start, "inference": 0.0, "postprocess": 0.0, "batches": 0,
-             "slices": 0}
+        t: dict[str, Any] = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "batches": 0, "slices": 0}
+        if observe is not None:
+            t0 = time.perf_counter()
+            t["qc_input"] = check_input(volume, self._qc_record, modality=self._spec.modality,
+                                        organs=[o.name for o in self._organs],
+                                        context_spacing_mm=self._spec.context_spacing_mm)
+            t["qc"] = time.perf_counter() - t0
+        t["preprocess"] = time.perf_counter() - start - t.get("qc", 0.0)
         name_in, name_out = self._input.name, self._output
         probs = infer_volume(lambda x: self.session.run({name_in: x})[name_out], volume, self._spec,
-                             batch_size=int(batch_size), fixed_batch=self._fixed_batch, lut=lut, timings=t)
+                             batch_size=int(batch_size), fixed_batch=self._fixed_batch, lut=lut, timings=t,
+                             observe=observe)
         return probs, t, start
 
-    def _record(self, t: dict[str, Any], start: float) -> None:
+    def _record(self, t: dict[str, Any], start: float, qc: QCReport | None = None) -> None:
         total = time.perf_counter() - start
         timings = StageTimings(preprocess_ms=t["preprocess"] * 1e3, inference_ms=t["inference"] * 1e3,
                                postprocess_ms=t["postprocess"] * 1e3, total_ms=total * 1e3, slices=t["slices"],
-                               batches=t["batches"])
+                               batches=t["batches"], qc_ms=t.get("qc", 0.0) * 1e3)
         with self._lock:
             self._last = timings
+            if qc is not None:
+                self._last_qc = qc
 
 
 def _check_volume(volume: object, modality: str) -> None:

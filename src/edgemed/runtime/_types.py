@@ -25,6 +25,8 @@ class StageTimings:
         total_ms: The whole call.
         slices: Axial slices run through the model.
         batches: Backend calls made.
+        qc_ms: Quality control's share of total_ms (input checks, confidence statistics, output
+            checks); 0 when QC was off.
     """
 
     preprocess_ms: float
@@ -33,12 +35,13 @@ class StageTimings:
     total_ms: float
     slices: int
     batches: int
+    qc_ms: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (rounded to µs)."""
         return {"preprocess_ms": round(self.preprocess_ms, 3), "inference_ms": round(self.inference_ms, 3),
                 "postprocess_ms": round(self.postprocess_ms, 3), "total_ms": round(self.total_ms, 3),
-                "slices": self.slices, "batches": self.batches}
+                "slices": self.slices, "batches": self.batches, "qc_ms": round(self.qc_ms, 3)}
 
 
 @runtime_checkable
