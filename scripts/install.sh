@@ -18,7 +18,19 @@ case "${1:-}" in
     "${PIP[@]}" -c constraints.txt -e ".[dev]"
     # nnunetv2 -> dynamic-network-architectures -> timm -> torchvision; torchvision does not work
     # beside the pinned CPU torch, and no code path edgemed uses needs timm, so skip those deps.
-    "${PIP[@]}" -c constraints.txt --no-deps -r requirements/nnunet-nodeps.txt ;;
+    "${PIP[@]}" -c constraints.txt --no-deps -r requirements/nnunet-nodeps.txt
+    # The DICOM node's tests (tests/serve) run against a real PACS: Orthanc and its DICOMweb plugin.
+    if command -v apt-get >/dev/null && ! command -v Orthanc >/dev/null && [ ! -x /usr/sbin/Orthanc ]; then
+      if [ "$(id -u)" = 0 ]; then
+        # A fresh machine may have no package lists yet: update them once if the first try fails.
+        apt_orthanc() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                          orthanc orthanc-dicomweb >/dev/null 2>&1; }
+        apt_orthanc || { apt-get update -qq >/dev/null 2>&1 && apt_orthanc; } \
+          || echo "note: could not install orthanc (apt-get failed); the DICOM node tests (tests/serve) will skip" >&2
+      else
+        echo "note: orthanc is not installed and installing it needs root; the DICOM node tests (tests/serve) will skip" >&2
+      fi
+    fi ;;
   --runtime)
     "${PIP[@]}" -c constraints.txt -e ".[runtime]" ;;
   "")

@@ -38,12 +38,13 @@ ALLOWED: dict[str, frozenset[str]] = {
     "measure": frozenset({"artifacts", "io", "runtime", "profiles", "metrics", "phantom"}),
     "compress": frozenset({"artifacts", "io", "runtime", "models", "measure", "metrics"}),
     "export": frozenset({"artifacts", "io", "runtime", "models", "profiles", "phantom"}),
+    "serve": frozenset({"artifacts", "io", "runtime"}),
     "pipeline": frozenset({"artifacts", "io", "runtime", "models", "measure", "profiles", "metrics", "compress",
                            "export"}),
     "testing": frozenset({"artifacts", "runtime", "measure"}),
     "bench": frozenset({"measure"}),
     "cli": frozenset({"artifacts", "io", "runtime", "models", "measure", "profiles", "metrics", "phantom", "compress",
-                      "export", "pipeline"}),
+                      "export", "pipeline", "serve"}),
     "__main__": frozenset({"cli"}),
 }
 

@@ -8,7 +8,8 @@ from _no_torch import run_without_torch
 
 @pytest.mark.parametrize("module", ["edgemed", "edgemed.io", "edgemed.artifacts", "edgemed.runtime",
                                     "edgemed.profiles", "edgemed.export", "edgemed.metrics", "edgemed.phantom",
-                                    "edgemed.models.teachers", "edgemed.bench", "edgemed.measure", "edgemed.testing"])
+                                    "edgemed.models.teachers", "edgemed.bench", "edgemed.measure", "edgemed.testing",
+                                    "edgemed.serve", "edgemed.cli._serve"])
 def test_device_side_modules_import_without_torch(module: str) -> None:
     result = run_without_torch(f"import {module}\nassert 'torch' not in sys.modules\n")
     assert result.returncode == 0, result.stderr

@@ -35,6 +35,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "quantize": ("edgemed.cli._quantize", "quantize",
                  "INT8 quantization (NNCF or ONNX Runtime), Dice-checked, kept only where faster."),
     "segment": ("edgemed.cli._segment", "segment", "Segment a scan with a bundle; write the mask in the scan's geometry."),
+    "serve": ("edgemed.cli._serve", "serve",
+              "Run a DICOM node: series in (C-STORE, DICOMweb), DICOM-SEG back to the PACS; --status."),
     "inspect": ("edgemed.cli._inspect", "inspect", "Print an artifact's manifest, or a label map's classes."),
     "keygen": ("edgemed.cli._trust", "keygen", "Create an ed25519 key pair for signing bundles."),
     "sign": ("edgemed.cli._trust", "sign", "Sign artifacts (ed25519 over the manifest of sha256 hashes)."),

@@ -34,6 +34,8 @@ __all__ = [
     "normalize_mr",
     "prepare_volume",
     "read_labels",
+    "RedactingLogFilter",
+    "redact",
     "redacted_path",
     "read_volume",
     "resample_array",
@@ -58,7 +60,7 @@ _LAZY = {
     "prepare_volume": "_student_grid", "student_grid_geometry": "_student_grid", "to_student_grid": "_student_grid",
     "body_box": "_body",
     "Volume": "_volume", "check_same_grid": "_grid", "normalize_mr": "_window", "window_hu": "_window",
-    "read_labels": "_read", "read_volume": "_read", "redacted_path": "_deid", "write_dicom_seg": "_dicom_seg_write", "write_labels_like": "_nifti", "write_nifti": "_nifti",
+    "read_labels": "_read", "read_volume": "_read", "redacted_path": "_deid", "redact": "_deid", "RedactingLogFilter": "_deid", "write_dicom_seg": "_dicom_seg_write", "write_labels_like": "_nifti", "write_nifti": "_nifti",
 }
 
 
