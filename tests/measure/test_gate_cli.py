@@ -144,7 +144,7 @@ def test_pytest_plugin_fixture_updates_then_gates(tiny: dict[str, Path], tmp_pat
         "from edgemed.measure import GateConfig\n"
         "def test_same(edgemed_gate):  # +50 %: a unit test must never flake on timing\n"
         f"    edgemed_gate({str(tiny['bundle'])!r}, 'base.json', scan={str(tiny['scan'])!r},\n"
-        "                 config=GateConfig(latency_tolerance=0.5, busy_margin=None))\n"
+        "                 config=GateConfig(latency_tolerance=0.5, idle_headroom=None))\n"
         "def test_degraded(edgemed_gate):\n"
         f"    edgemed_gate({str(tiny['degraded'])!r}, 'base.json', scan={str(tiny['scan'])!r})\n")
 

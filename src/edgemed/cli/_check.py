@@ -68,7 +68,7 @@ def check(bundle: Path, baseline: Path, scan: Path | None, reference: Path | Non
         check_output_file(path, overwrite=True, inputs=[bundle, scan, reference])
     fields = dict(backend=backend, latency_tolerance=latency_tolerance, p99_tolerance=p99_tolerance,
                   memory_tolerance=memory_tolerance, dice_tolerance_points=dice_tolerance_points,
-                  confidence=confidence, workload=workload, busy_margin=None if ignore_load else GateConfig().busy_margin)
+                  confidence=confidence, workload=workload, idle_headroom=None if ignore_load else GateConfig().idle_headroom)
     config = GateConfig(**fields)
     if fast:
         config = config.with_fast()

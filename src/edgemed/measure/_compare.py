@@ -197,15 +197,16 @@ def _busy(candidate: Measurement, baseline: Measurement, config: GateConfig) -> 
     """Why latency cannot be trusted (other programs competed for the CPUs), or None."""
     from edgemed._threads import usable_cpus
 
-    if config.busy_margin is None:
+    if config.idle_headroom is None:
         return None
     free = max(0, usable_cpus() - candidate.threads)
+    limit = max(free - config.idle_headroom, 0.25)  # a stray task now and then is always tolerated
     for who, m in (("this run", candidate), ("the baseline", baseline)):
         load = m.contention
-        if load is not None and load > free + config.busy_margin:
+        if load is not None and load > limit:
             return (f"while {who} was timed, {load:.1f} other tasks were runnable on average beside its "
                     f"{m.threads} thread{'s' if m.threads != 1 else ''} on {usable_cpus()} usable CPUs (at most "
-                    f"{free + config.busy_margin:g} keep the timing fair). Rerun on an idle runner"
+                    f"{limit:g} keep the timing fair). Rerun on an idle runner"
                     + (", or re-baseline on one" if who == "the baseline" else "")
                     + "; --ignore-load judges it anyway.")
     return None
