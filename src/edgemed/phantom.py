@@ -44,6 +44,15 @@ class PhantomConfig:
     detailed: bool = False
 
 
+def _space(config: PhantomConfig) -> tuple[tuple[int, int, int], np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Shape, spacing, extent (mm), world axes and a sparse grid: x → Right, y → Anterior, z → Superior,
+    centred on the volume."""
+    spacing = np.asarray(config.spacing_mm, dtype=float)
+    extent = np.asarray(config.shape) * spacing
+    axes = [(np.arange(n) + 0.5) * s - e / 2 for n, s, e in zip(config.shape, spacing, extent)]
+    return config.shape, spacing, extent, axes, list(np.meshgrid(*axes, indexing="ij", sparse=True))
+
+
 def _ellipsoid(grid: tuple[np.ndarray, np.ndarray, np.ndarray], center: np.ndarray, radii: np.ndarray) -> np.ndarray:
     x, y, z = grid
     return ((x - center[0]) / radii[0]) ** 2 + ((y - center[1]) / radii[1]) ** 2 + ((z - center[2]) / radii[2]) ** 2 <= 1
@@ -60,12 +69,7 @@ def make_phantom(seed: int = 0, config: PhantomConfig = PhantomConfig()) -> tupl
     if config.detailed:
         return _detailed(seed, config)
     rng = np.random.default_rng(seed)
-    shape = config.shape
-    spacing = np.asarray(config.spacing_mm, dtype=float)
-    extent = np.asarray(shape) * spacing  # mm
-    # World coordinates in mm, centred on the volume: x → Right, y → Anterior, z → Superior.
-    axes = [(np.arange(n) + 0.5) * s - e / 2 for n, s, e in zip(shape, spacing, extent)]
-    grid = np.meshgrid(*axes, indexing="ij", sparse=True)
+    shape, spacing, extent, axes, grid = _space(config)
     j = lambda: 1 + config.jitter * rng.uniform(-1, 1)  # noqa: E731
 
     ct = np.full(shape, -1000.0, dtype=np.float32)
@@ -105,11 +109,7 @@ def _detailed(seed: int, config: PhantomConfig) -> tuple[Volume, Volume]:
     from edgemed._ndimage import binary_erode
 
     rng = np.random.default_rng(seed)
-    shape = config.shape
-    spacing = np.asarray(config.spacing_mm, dtype=float)
-    extent = np.asarray(shape) * spacing
-    axes = [(np.arange(n) + 0.5) * s - e / 2 for n, s, e in zip(shape, spacing, extent)]
-    grid = np.meshgrid(*axes, indexing="ij", sparse=True)
+    shape, spacing, extent, axes, grid = _space(config)
     j = lambda: 1 + config.jitter * rng.uniform(-1, 1)  # noqa: E731
 
     ct = np.full(shape, -1000.0, dtype=np.float32)

@@ -97,15 +97,9 @@ class ConfidenceStats:
 
 def _argmax_channels(channels: list[np.ndarray]) -> np.ndarray:
     """np.argmax over equally shaped arrays (first index on ties), without stacking them."""
-    if len(channels) == 2:
-        return np.greater(channels[1], channels[0]).view(np.uint8)
-    best = np.array(channels[0], dtype=np.float32, copy=True)
-    index = np.zeros(best.shape, dtype=np.uint8 if len(channels) <= 256 else np.uint16)
-    for c in range(1, len(channels)):
-        better = channels[c] > best
-        index[better] = c
-        np.maximum(best, channels[c], out=best)
-    return index
+    from edgemed.runtime._infer import _argmax
+
+    return _argmax(channels)
 
 
 def _erode_inplane(mask: np.ndarray) -> np.ndarray:
