@@ -78,25 +78,29 @@ def test_segment_lists_every_file_it_wrote(phantom_bundle: OnnxBundle, scan_and_
     assert read_volume(tmp_path / "m.nii.gz").shape == read_volume(scan).shape
 
 
+def _default_sigint() -> None:
+    """Start the child with Ctrl-C as a user's shell gives it: SIGINT unblocked, default action.
+
+    Children inherit a blocked or ignored SIGINT from the process that starts them; in the full suite
+    some earlier test or library leaves the pytest process that way (found in fresh-clone CI runs, where
+    both of two SIGINTs were ignored; this test alone passes), which is not what a terminal does.
+    """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_distill_says_how_to_resume(tmp_path: Path) -> None:
     ct, labels = make_phantom(1, SMALL)
     scan, seg = write_nifti(ct, tmp_path / "ct.nii.gz"), write_nifti(labels, tmp_path / "seg.nii.gz")
     proc = subprocess.Popen([sys.executable, "-m", "edgemed", "distill", "--scans", str(scan),
                              "--teacher-predictions", str(seg), "--organ", "liver", "--epochs", "500", "--threads", "1",
                              "--out", str(tmp_path / "student"), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (tmp_path / "student.resume").exists():
         time.sleep(0.5)  # wait until the first epoch's state is saved
     proc.send_signal(signal.SIGINT)
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        # Once in a CI run (not reproduced locally in 5 runs) the first Ctrl-C did not end the run within
-        # 120 s; a user presses it again, and so does this test, so that the message is still checked.
-        # TODO: find what swallowed the first one.
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
