@@ -63,26 +63,24 @@ BAD_BELOW, GOOD_FROM = 0.85, 0.90
 def ensure_bundle(name: str, epochs: int) -> Path:
     """runs/qc/<name>.edgemed with QC reference ranges (distilled, calibrated, exported as needed).
 
-    The QC reference is always measured with this checkout's calibration (`calibrate_qc`, which runs
-    what distill runs after training) into runs/qc/<name>_qc, so both students are calibrated alike
-    even when one was distilled by an older edgemed; an existing bundle is reused only when it was
-    exported from that calibrated student.
+    The QC reference is always measured anew with this checkout's calibration (`calibrate_qc`, which
+    runs what distill runs after training; seconds) into runs/qc/<name>_qc, so both students are
+    calibrated alike even when one was distilled by an older edgemed; the bundle is re-exported when
+    its QC record differs.
     """
-    from edgemed.artifacts import OnnxBundle, StudentCheckpoint
+    from edgemed.artifacts import OnnxBundle
     from edgemed.compress import DistillConfig, calibrate_qc, distill
     from edgemed.export import OnnxExportConfig, to_onnx
 
     bundle = RUNS / f"{name}.edgemed"
     calibrated = RUNS / f"{name}_qc"
-    if bundle.is_dir() and (calibrated / "manifest.json").is_file() and \
-            OnnxBundle.load(bundle).meta.qc == StudentCheckpoint.load(calibrated).meta.qc:
-        return bundle
     student = RUNS / name
     if not (student / "manifest.json").is_file():
         distill([CT], DistillConfig(organs=STUDENTS[name], epochs=epochs, seed=0), student, teacher_predictions=[SEG],
                 progress=False)
     ckpt = calibrate_qc(student, [CT], teacher_predictions=[SEG], out=calibrated, overwrite=True)
-    to_onnx(ckpt, bundle, OnnxExportConfig(), overwrite=True)
+    if not (bundle.is_dir() and OnnxBundle.load(bundle).meta.qc == ckpt.meta.qc):
+        to_onnx(ckpt, bundle, OnnxExportConfig(), overwrite=True)
     return bundle
 
 

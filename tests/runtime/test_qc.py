@@ -206,3 +206,90 @@ def test_dicom_seg_carries_the_qc_note(phantom_bundle: OnnxBundle, real_data: Pa
     ds = pydicom.dcmread(out)
     assert ds.SeriesDescription.startswith("QC warn (est. Dice 0.78)") and len(ds.SeriesDescription) <= 64
     assert ds.ContentLabel == "QC_WARN"
+
+
+def test_every_calibration_perturbation_changes_the_image() -> None:
+    """Each perturbation the estimator is fitted on alters the image by its stated amount (blur in pixels, not HU)."""
+    from edgemed.compress._qc_calibrate import PERTURBATIONS, _perturb, _scaled
+
+    image = np.zeros((9, 32, 32), np.float32)
+    image[:, 8:24, 8:24] = 0.6
+    image[::2] += 0.1  # something for slice averaging to average
+    hard = (image > 0.3).astype(np.uint8)
+    unit = 1.0 / 400.0  # a 400 HU window
+    rng = np.random.default_rng(0)
+    for kind, amount in PERTURBATIONS:
+        out = _perturb(image, hard, kind, _scaled(kind, amount, unit), rng)
+        changed = float(np.abs(out - image).mean())
+        assert (changed == 0.0) == (kind == "clean"), (kind, amount, changed)
+    # A blur of s pixels spreads a step edge over about s pixels (it was once scaled like HU and did nothing).
+    edge = _perturb(image, hard, "blur", _scaled("blur", 2.0, unit), rng)[4, 16]
+    assert 0.05 < edge[7] < edge[8] < 0.55 and edge[5] > 0.005
+
+
+def test_warn_threshold_adds_the_estimators_overestimate_to_the_bad_line() -> None:
+    """warn_below = 0.85 + the 90 % quantile of the cross-validated overestimate, within its range."""
+    from edgemed.compress._qc_calibrate import BAD_DICE, WARN_RANGE, _warn_threshold
+
+    rng = np.random.default_rng(1)
+    dice = rng.uniform(0.5, 0.97, 200)
+    logit = np.log(dice / (1 - dice))
+
+    def rows(noise: float) -> np.ndarray:
+        seen = np.clip(dice + rng.normal(0, noise, dice.size), 0.02, 0.995)
+        lg = np.log(seen / (1 - seen))
+        return np.stack([lg, lg, 1 - seen], axis=1)
+
+    tight, _ = _warn_threshold(np.stack([logit, logit, 1 - dice], axis=1), dice)
+    loose, margin = _warn_threshold(rows(0.06), dice)
+    assert tight == pytest.approx(WARN_RANGE[0], abs=0.01)  # an exact estimator needs no margin
+    assert 0.03 < margin < 0.15 and loose == pytest.approx(min(WARN_RANGE[1], BAD_DICE + margin), abs=1e-3)
+
+
+def test_a_misplaced_organ_puts_every_organ_of_the_scan_in_doubt() -> None:
+    """A joint student's confident, well-placed spleen is still flagged when its liver lies on the wrong side."""
+    from edgemed.artifacts import OrganChannel
+    from edgemed.runtime import check_output, organ_geometry
+
+    ct, _ = _phantom(1)
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[14:22, 12:28, 8:16] = 5   # liver on the patient's left (low i): it belongs on the right
+    labels[3:12, 14:26, 9:15] = 1    # spleen on the left, where it belongs
+    organs = [OrganChannel(1, 5, "liver"), OrganChannel(2, 1, "spleen")]
+    body = (0, ct.shape[0], 0, ct.shape[1])
+    spleen = organ_geometry(labels, ct.spacing_mm, body, label=1)
+    ref = {"volume_ml": [1.0, 1e6], "components": 1, "largest_share": 0.9, "z_extent_mm": 80.0, "ml_per_cm": 0.0,
+           "outside_air_share": 1.0, "touches_edge": False}
+    record = QCRecord(method="test", organs={"liver": {**ref, "side": 0.5, "ap": 0.0},
+                                             "spleen": {**ref, "side": spleen["side"], "ap": spleen["ap"]}})
+    body = (0, ct.shape[0], 0, ct.shape[1])
+    qc = check_output(labels, ct, organs, record, None, body, [], {})
+    verdicts = {o.name: o.verdict for o in qc.organs}
+    assert verdicts["liver"] == "fail" and verdicts["spleen"] == "warn", qc.to_json()
+    assert any(r.check == "anatomy" and "liver" in r.message for r in qc.reasons)
+    # One organ alone: its own finding is the verdict, no second reason.
+    alone = check_output(labels, ct, organs[:1], record, None, body, [], {})
+    assert not any(r.check == "anatomy" for r in alone.reasons)
+    # A liver that moved because it broke apart is a bad liver mask, not a misplaced series.
+    broken = labels.copy()
+    broken[broken == 5] = 0
+    for i0 in (14, 17, 20):
+        broken[i0:i0 + 2, 12:28, 8:16] = 5
+    qc = check_output(broken, ct, organs, record, None, body, [], {})
+    assert {"components", "side"} <= {r.check for r in qc.reasons if r.organ == "liver"}, qc.to_json()
+    assert not any(r.check == "anatomy" for r in qc.reasons)
+
+
+def test_organ_geometry_reads_large_grids_strided_without_changing_the_answer() -> None:
+    from edgemed.runtime import organ_geometry
+
+    mask = np.zeros((512, 512, 4), bool)
+    yy, xx = np.mgrid[0:512, 0:512]
+    mask[(xx - 300) ** 2 + (yy - 200) ** 2 < 90 ** 2] = True
+    spacing = (0.7, 0.7, 5.0)
+    geo = organ_geometry(mask, spacing, (0, 512, 0, 512))
+    exact_ml = mask.sum() * 0.7 * 0.7 * 5.0 / 1000
+    assert geo["volume_ml"] == pytest.approx(exact_ml, rel=0.02)
+    assert geo["side"] == pytest.approx((200 - 255.5) / 256, abs=0.02)   # +i = patient's right; x is axis 0
+    assert geo["ap"] == pytest.approx((300 - 255.5) / 256, abs=0.02)
+    assert geo["components"] == 1 and geo["largest_share"] == 1.0

@@ -42,7 +42,9 @@ VERDICTS = ("ok", "warn", "fail")
 HU_BANDS = {"air": (-1100.0, -800.0), "lung": (-800.0, -400.0), "fat": (-150.0, -50.0),
             "soft_tissue": (-30.0, 100.0), "dense": (300.0, 4000.0)}
 #: Voxels sampled for the intensity profile (a strided view; enough for shares of 0.1 %).
-_SAMPLE_VOXELS = 2**18
+_SAMPLE_VOXELS = 2**16
+#: Voxels of the label map the output checks read (larger grids are read every s-th row and column).
+_GEOMETRY_VOXELS = 2**18
 #: Shared margins (the same for every organ; each applies to that organ's calibrated reference).
 _SPACING_WARN = 1.5          # thicker / coarser than the trained maximum by this factor: warn
 _VOLUME_LOW, _VOLUME_HIGH = 0.35, 2.5   # plausible volume: [lo * 0.35, hi * 2.5] of the teacher's
@@ -52,6 +54,7 @@ _SIDE_MIN = 0.15             # |side| of a reference below this: the organ strad
 _SOFT_PEAK_HU = (-20.0, 120.0)  # where CT's soft-tissue peak lies, whatever the phase
 _MOVED = 0.3                 # organ centre further than this (shares of the body's half-size) from the teacher's: warn
 _THIN = 0.3                  # mean cross-section below this share of the teacher's: warn
+_SERIES_GEOMETRY = ("side", "position")  # findings about one organ that put the whole series in doubt
 _AIR_RIM = 0.01              # share of the band around the organ in outside air above the teacher's plus this: warn
 
 
@@ -176,7 +179,7 @@ def intensity_profile(volume: Volume) -> dict[str, Any]:
     out["soft_peak_hu"] = float(edges[int(hist.argmax())] + 5.0) if hist.any() else None
     out["min"], out["max"] = float(values.min()), float(values.max())
     out["integer"] = bool(np.array_equal(values, np.round(values)))
-    out["distinct"] = int(np.unique(values[: 2**16]).size)
+    out["distinct"] = int(np.unique(values[:: max(1, values.size // 2**12)]).size)
     return out
 
 
@@ -279,6 +282,16 @@ def organ_geometry(mask: np.ndarray, spacing_mm: Sequence[float], body: tuple[in
         8 mm band around the mask, in-plane, that is outside air, <= -980 HU, or off the image:
         organs lie inside the body, so a high share means the field of view cuts it)}.
     """
+    # A large, fine grid is read every s-th row and column (never coarser than 3 mm): volumes, shares and
+    # positions need no full in-plane resolution, and QC must stay a small part of `segment` even for a
+    # few-slice scan.
+    finest = int(3.0 // max(float(spacing_mm[0]), float(spacing_mm[1]), 0.1))
+    s = max(1, min(finest, int(math.ceil(math.sqrt(mask.size / _GEOMETRY_VOXELS)))))
+    if s > 1:
+        mask = mask[::s, ::s]
+        image = image[::s, ::s] if image is not None else None
+        spacing_mm = (float(spacing_mm[0]) * s, float(spacing_mm[1]) * s, float(spacing_mm[2]))
+        body = (body[0] / s, (body[1] - 1) / s + 1, body[2] / s, (body[3] - 1) / s + 1)
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     xs, ys, zs = _extent(mask, label)
     if zs.size == 0:
@@ -286,7 +299,7 @@ def organ_geometry(mask: np.ndarray, spacing_mm: Sequence[float], body: tuple[in
     crop = mask[xs[0]:xs[-1] + 1, ys[0]:ys[-1] + 1, zs[0]:zs[-1] + 1]
     crop = crop == label if label is not None else np.asarray(crop, dtype=bool)
     # Components on a strided view when the organ's box is large: counts and shares need no full resolution.
-    stride = max(1, int(math.ceil((crop.size / 2**17) ** (1 / 3))))
+    stride = max(1, int(math.ceil((crop.size / 2**15) ** (1 / 3))))
     labels, n = component_labels(np.ascontiguousarray(crop[::stride, ::stride, ::stride]))
     sizes = np.bincount(labels.ravel())[1:] if n else np.zeros(0, dtype=np.int64)
     voxels = int(np.count_nonzero(crop))
@@ -334,7 +347,7 @@ def _outside_air_share(crop_mask: np.ndarray, image: np.ndarray, xs: np.ndarray,
     a0, a1 = xs[0] - radius, xs[-1] + 1 + radius
     b0, b1 = ys[0] - radius, ys[-1] + 1 + radius
     # Every k-th slice when the box is large: the band is in-plane, slices need not all be seen.
-    kz = max(1, int(math.ceil((a1 - a0) * (b1 - b0) * len(range(zs[0], zs[-1] + 1)) / 2**19)))
+    kz = max(1, int(math.ceil((a1 - a0) * (b1 - b0) * len(range(zs[0], zs[-1] + 1)) / 2**17)))
     zsel = np.arange(zs[0], zs[-1] + 1, kz)
     # Pad with "off the image" (NaN) where the band leaves the array.
     crop = np.full((a1 - a0, b1 - b0, zsel.size), np.nan, dtype=np.float32)
@@ -395,9 +408,23 @@ def check_output(labels: np.ndarray, volume: Volume, organs: Sequence[OrganChann
                 found.append(QCReason("score", level, f"{organ.name}: the student is unsure of this mask (estimated "
                                       f"Dice {score:.2f}, {'fail' if level == 'fail' else 'warn'} below "
                                       f"{fail_below if level == 'fail' else warn_below:.2f}).", organ.name))
-        organ_verdict = _worst([r.severity for r in found + [r for r in input_reasons]])
-        organ_results.append(OrganQC(organ.name, organ_verdict, score, {**geo, **conf}))
+        organ_results.append((organ.name, found, score, {**geo, **conf}))
         reasons += found
+    # One student's organs share the scan: an organ's mask that is whole but far from where training puts
+    # it (a flipped or unusually positioned series) puts the others' masks in doubt too, however confident
+    # they look. A mask that moved because it broke apart is a bad mask, which its own findings report.
+    broken = {r.organ for r in reasons if r.check == "components"}
+    misplaced = [r.organ for r in reasons if r.check in _SERIES_GEOMETRY and r.severity != "info"
+                 and r.organ not in broken]
+    shared = list(input_reasons)
+    if misplaced and len(organs) > 1:
+        names = ", ".join(dict.fromkeys(misplaced))
+        shared.append(QCReason("anatomy", "warn", f"{names} lies far from where training puts it: the series may be "
+                                                  "flipped or positioned unlike the training scans, so every organ's "
+                                                  "mask is in doubt.", None))
+        reasons.append(shared[-1])
+    organ_results = [OrganQC(name, _worst([r.severity for r in found + shared]), score, feats)
+                     for name, found, score, feats in organ_results]
     if record is None:
         reasons.append(QCReason("calibration", "info", "QC not calibrated: this bundle carries no reference ranges "
                                 "(distilled before QC existed); only reference-free checks ran. Re-distill, or run "
