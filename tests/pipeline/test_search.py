@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from edgemed.pipeline import BudgetError, Candidate, choose, pareto_front
+from edgemed.pipeline import BudgetError, Candidate, choose, knob, pareto_front
 
 
-def _c(name: str, latency_ms: float, dice: float) -> Candidate:
-    return Candidate(organ="liver", name=name, widths=(8,), prune_ratio=0.0, precision="fp32", backend="ort",
+def _c(name: str, latency_ms: float, dice: float, ratio: float = 0.0, widths: tuple[int, ...] = (8,)) -> Candidate:
+    return Candidate(organ="liver", name=name, widths=widths, prune_ratio=ratio, precision="fp32", backend="ort",
                      latency_ms=latency_ms, latency_label="measured", dice=dice, dice_scan=dice, dice_checkpoint=dice,
                      size_bytes=1, bundle="b")
 
@@ -55,3 +55,38 @@ def test_int8_is_judged_on_held_out_slices_organ_by_organ() -> None:
     assert int8_over_budget(fp32, {"liver": 0.906, "spleen": 0.961}, 0.01) is None  # exactly the budget
     reason = int8_over_budget(fp32, {"liver": 0.8905, "spleen": 0.9627}, 0.01)
     assert reason is not None and "liver" in reason and "0.0255" in reason and "budget 0.01" in reason
+
+
+def test_latencies_within_ten_percent_are_ties_decided_by_dice_then_grid_order() -> None:
+    """Two runs of one recipe measure latency with noise; the choice must not follow it."""
+    a, b = _c("a", 100, 0.90), _c("b", 104, 0.92)
+    assert choose([a, b], latency_budget_ms=None, min_dice=0.85).name == "b"
+    assert choose([_c("a", 104, 0.90), _c("b", 100, 0.92)], latency_budget_ms=None, min_dice=0.85).name == "b"
+    assert choose([_c("a", 100, 0.92), _c("b", 104, 0.92)], latency_budget_ms=None, min_dice=0.85).name == "a"
+    assert choose([_c("a", 100, 0.90), _c("b", 115, 0.99)], latency_budget_ms=None, min_dice=0.85).name == "a"
+
+
+def _history(start: float, end: float, epochs: int = 20) -> list[dict[str, float]]:
+    return [{"epoch": e + 1, "dice": start + (end - start) * e / (epochs - 1)} for e in range(epochs)]
+
+
+def test_knob_names_the_setting_the_run_measured_would_lift_it() -> None:
+    unpruned, pruned = _c("w8 p0", 50, 0.82), _c("w8 p0.5", 30, 0.70, ratio=0.5)
+    # Capacity: pruning half the channels cost 12 points, more than training's late gain.
+    k = knob([unpruned, pruned], min_dice=0.85, latency_budget_ms=None, history=_history(0.70, 0.82))
+    assert k["knob"] == "width" and k["evidence"]["width"]["dice_cost_of_pruning"] == pytest.approx(0.12)
+    # Still learning: the second half of training gained more than pruning cost.
+    k = knob([unpruned, _c("w8 p0.5", 30, 0.81, ratio=0.5)], min_dice=0.85, latency_budget_ms=None,
+             history=_history(0.30, 0.82))
+    assert k["knob"] == "epochs" and "epoch 10 to 20" in k["why"]
+    # Neither: plateaued, and capacity is not the limit.
+    k = knob([unpruned, _c("w8 p0.5", 30, 0.819, ratio=0.5)], min_dice=0.85, latency_budget_ms=None,
+             history=_history(0.819, 0.82))
+    assert k["knob"] == "data"
+    # A model meets the Dice floor but not the budget: the budget is the knob.
+    k = knob([_c("big", 80, 0.9), pruned], min_dice=0.85, latency_budget_ms=50)
+    assert k["knob"] == "latency budget" and "80.0 ms" in k["why"]
+    # Two widths in the grid: the wider one's gain is the capacity evidence.
+    k = knob([_c("w8", 20, 0.80), _c("w16", 40, 0.84, widths=(16,))], min_dice=0.85, latency_budget_ms=None,
+             widths_tried=2, history=_history(0.83, 0.84))
+    assert k["knob"] == "width" and k["evidence"]["width"]["widest"] == [16]

@@ -16,9 +16,9 @@ from edgemed.pipeline._recipe import (PRECISIONS, SEARCH_BACKENDS, ProfileStageC
                                       QuantizeStageConfig, RecipeConfig, SearchConfig, load_recipe, recipe_from_dict)
 from edgemed.pipeline._report import SECTIONS, write_report
 from edgemed.pipeline._run import OrganResult, RunResult, run_recipe
-from edgemed.pipeline._search import BudgetError, Candidate, choose, pareto_front
+from edgemed.pipeline._search import LATENCY_TIE, BudgetError, Candidate, choose, knob, pareto_front
 
-__all__ = ["PRECISIONS", "SEARCH_BACKENDS", "SECTIONS", "STAGE_RECORD", "BudgetError", "Candidate", "OrganResult",
+__all__ = ["LATENCY_TIE", "PRECISIONS", "SEARCH_BACKENDS", "SECTIONS", "STAGE_RECORD", "BudgetError", "Candidate", "OrganResult",
            "ProfileStageConfig", "PruneStageConfig", "QuantizeStageConfig", "RecipeConfig", "RunResult", "SearchConfig",
-           "StageCache", "StageResult", "artifact_digest", "choose", "file_digest", "load_recipe", "pareto_front",
+           "StageCache", "StageResult", "artifact_digest", "choose", "file_digest", "knob", "load_recipe", "pareto_front",
            "recipe_from_dict", "run_recipe", "stage_key", "write_report"]

@@ -79,6 +79,13 @@ def _summary(result: "RunResult", recipe: "RecipeConfig") -> str:
             rows.append(f"<tr><td class='l'>{html.escape(o.organ)}</td><td class='l'>{html.escape(c.name)}</td>"
                         f"<td>{c.dice:.4f}</td><td>{c.latency_ms:.1f} ({c.latency_label})</td>"
                         f"<td>{c.size_bytes / 1e6:.2f}</td></tr>")
+        elif o.shown is not None:
+            c = o.shown
+            lift = f" Most likely lift: <b>{html.escape(o.knob['knob'])}</b>: {html.escape(o.knob['why'])}" if o.knob else ""
+            rows.append(f"<tr><td class='l'>{html.escape(o.organ)}</td><td class='l err'>{html.escape(c.name)} "
+                        f"(best, <b>below the bar</b>)</td><td class='err'>{c.dice:.4f}</td>"
+                        f"<td>{c.latency_ms:.1f} ({c.latency_label})</td><td>{c.size_bytes / 1e6:.2f}</td></tr>"
+                        f"<tr><td></td><td class='l err' colspan='4'>{html.escape(o.error or '')}{lift}</td></tr>")
         else:
             rows.append(f"<tr><td class='l'>{html.escape(o.organ)}</td><td class='l err' colspan='4'>"
                         f"{html.escape(o.error or 'no candidate')}</td></tr>")

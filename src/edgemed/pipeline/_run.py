@@ -10,7 +10,7 @@ from typing import Any
 from edgemed.errors import InputError
 from edgemed.pipeline._cache import StageCache, StageResult
 from edgemed.pipeline._recipe import RecipeConfig
-from edgemed.pipeline._search import BudgetError, Candidate, choose, pareto_front
+from edgemed.pipeline._search import BudgetError, Candidate, choose, knob, pareto_front
 from edgemed.pipeline._stages import (distill_stage, export_stage, profile_stage, prune_stage, quantize_stage,
                                       teacher_digest)
 
@@ -28,6 +28,12 @@ class OrganResult:
     error: str | None = None
     skipped: tuple[dict[str, str], ...] = ()
     overlay_mask: str | None = None  # the shown model's label map (npz, key "labels") on the first scan
+    knob: dict[str, Any] | None = None  # below the bar: the setting most likely to lift it (`knob`)
+
+    @property
+    def below_bar(self) -> bool:
+        """No candidate met the budget; `shown` is then the most accurate one, shipped marked as below the bar."""
+        return self.chosen is None and bool(self.candidates)
 
     @property
     def shown(self) -> Candidate | None:
@@ -36,7 +42,12 @@ class OrganResult:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
+        shown = self.shown
         return {"organ": self.organ, "chosen": self.chosen.name if self.chosen else None, "error": self.error,
+                "below_bar": self.below_bar,
+                "best": None if shown is None else {"name": shown.name, "bundle": shown.bundle,
+                                                    "dice": shown.dice, "latency_ms": shown.latency_ms},
+                "knob": self.knob,
                 "front": [c.name for c in self.front], "candidates": [c.to_json() for c in self.candidates],
                 "skipped": list(self.skipped)}
 
@@ -99,12 +110,16 @@ def run_recipe(recipe: RecipeConfig, *, out: str | os.PathLike[str] | None = Non
     results: list[OrganResult] = []
     with tqdm(total=len(recipe.groups) * points, disable=not progress, desc="compress", unit="model") as bar:
         for group in recipe.groups:
-            by_organ, skipped, labels = _group_candidates(cache, recipe, group, bar, progress)
+            by_organ, skipped, labels, histories = _group_candidates(cache, recipe, group, bar, progress)
             for organ, (chosen, error) in _choose_group(by_organ, recipe).items():
                 candidates = by_organ[organ]
                 shown = chosen or (max(candidates, key=lambda c: c.dice) if candidates else None)
+                lift = None
+                if chosen is None and candidates:
+                    lift = knob(candidates, min_dice=recipe.min_dice, latency_budget_ms=recipe.latency_budget_ms,
+                                history=histories.get(organ, ()), widths_tried=len(recipe.search.widths))
                 results.append(OrganResult(organ, tuple(candidates), tuple(pareto_front(candidates)), chosen, error,
-                                           tuple(skipped), labels.get(shown.name) if shown else None))
+                                           tuple(skipped), labels.get(shown.name) if shown else None, lift))
     from edgemed.pipeline._report import write_report
 
     log = tuple(cache.read_log(run_id=cache.run_id))
@@ -113,7 +128,8 @@ def run_recipe(recipe: RecipeConfig, *, out: str | os.PathLike[str] | None = Non
     cache.write_json("results.json", result.to_json())
     errors = list(dict.fromkeys(o.error for o in results if o.error))  # a joint student's error is every organ's
     if errors and raise_on_budget:
-        raise BudgetError(" ".join(errors) + f" (report: {result.report})")
+        best = "; ".join(f"{o.organ}: {o.shown.bundle}" for o in results if o.below_bar and o.shown)
+        raise BudgetError(" ".join(errors) + f" Best bundles, below the bar: {best} (report: {result.report})")
     return result
 
 
@@ -149,18 +165,23 @@ def _choose_group(by_organ: dict[str, list[Candidate]], recipe: RecipeConfig
 
 
 def _group_candidates(cache: StageCache, recipe: RecipeConfig, organs: tuple[str, ...], bar: Any, progress: bool
-                      ) -> tuple[dict[str, list[Candidate]], list[dict[str, str]], dict[str, str]]:
-    """Every grid point of the student of `organs`: candidates per organ, skipped points, label maps."""
+                      ) -> tuple[dict[str, list[Candidate]], list[dict[str, str]], dict[str, str],
+                                 dict[str, list[dict[str, float]]]]:
+    """Every grid point of the student of `organs`: candidates per organ, skipped points, label maps, and
+    the widest unpruned student's per-epoch held-out Dice per organ."""
     teacher = teacher_digest(recipe)
     s = recipe.search
     what = "+".join(organs) if len(organs) < 3 else f"{len(organs)} organs"
     by_organ: dict[str, list[Candidate]] = {o: [] for o in organs}
+    histories: dict[str, list[dict[str, float]]] = {}
     skipped: list[dict[str, str]] = []
     labels: dict[str, str] = {}
     for widths in s.widths:
         bar.set_postfix_str(f"{what} distill w{widths[0]}")
         root = distill_stage(cache, recipe, organs, widths, progress=progress)
         holdout = root.record["summary"].get("holdout_slices")
+        if sum(widths) >= max(sum(w) for w in s.widths):
+            histories = _histories(root.artifact, organs)
         for ratio in s.prune_ratios:
             student = root
             lineage: list[tuple[str, str]] = [("teacher predictions", teacher),
@@ -204,7 +225,20 @@ def _group_candidates(cache: StageCache, recipe: RecipeConfig, organs: tuple[str
                                                           prof, bundle, chain))
                     labels[name] = str(prof.dir / "labels.npz")
             bar.update(1)
-    return by_organ, skipped, labels
+    return by_organ, skipped, labels, histories
+
+
+def _histories(student: Path, organs: tuple[str, ...]) -> dict[str, list[dict[str, float]]]:
+    """Per organ, the student's held-out Dice after each epoch (its history.json; empty when absent)."""
+    import json
+
+    try:
+        rows = json.loads((Path(student) / "history.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    rows = [r for r in rows if isinstance(r, dict) and "epoch" in r and isinstance(r.get("val_dice"), dict)
+            and r.get("member", 0) == 0]
+    return {o: [{"epoch": r["epoch"], "dice": r["val_dice"][o]} for r in rows if o in r["val_dice"]] for o in organs}
 
 
 def int8_over_budget(fp32: dict[str, float], int8: dict[str, float], max_drop: float) -> str | None:

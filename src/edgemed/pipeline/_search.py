@@ -8,7 +8,11 @@ from typing import Any
 
 from edgemed.errors import EdgemedError
 
-__all__ = ["BudgetError", "Candidate", "choose", "pareto_front"]
+__all__ = ["LATENCY_TIE", "BudgetError", "Candidate", "choose", "knob", "pareto_front"]
+
+#: Latencies within this share of the fastest qualifying one are ties, decided by Dice then grid order:
+#: two runs of one recipe measure latency with a few % of noise, and must not ship different models for it.
+LATENCY_TIE = 0.10
 
 
 class BudgetError(EdgemedError):
@@ -75,6 +79,10 @@ def pareto_front(candidates: Iterable[Candidate]) -> list[Candidate]:
 def choose(candidates: Sequence[Candidate], *, latency_budget_ms: float | None, min_dice: float) -> Candidate:
     """The fastest candidate with Dice >= `min_dice` and latency <= `latency_budget_ms`.
 
+    Candidates within `LATENCY_TIE` of the fastest qualifying one count as equally fast: of those,
+    the most accurate wins (then the earliest in grid order), so timing noise between two runs of one
+    recipe does not change the choice.
+
     Raises:
         BudgetError: None qualifies; names the best achievable trade-offs (the most accurate
             model within the budget, and the fastest one above the Dice floor).
@@ -84,7 +92,9 @@ def choose(candidates: Sequence[Candidate], *, latency_budget_ms: float | None, 
     within = [c for c in candidates if latency_budget_ms is None or c.latency_ms <= latency_budget_ms]
     good = [c for c in within if c.dice >= min_dice]
     if good:
-        return min(good, key=lambda c: (c.latency_ms, -c.dice))
+        fastest = min(c.latency_ms for c in good)
+        ties = [c for c in good if c.latency_ms <= fastest * (1.0 + LATENCY_TIE)]
+        return max(ties, key=lambda c: (round(c.dice, 4), -candidates.index(c)))
     organ = candidates[0].organ
     label = candidates[0].latency_label
     budget = "no latency budget" if latency_budget_ms is None else f"{latency_budget_ms:g} ms ({label})"
@@ -109,3 +119,66 @@ def choose(candidates: Sequence[Candidate], *, latency_budget_ms: float | None, 
 
 def _raise(message: str) -> Candidate:
     raise BudgetError(message)
+
+
+def knob(candidates: Sequence[Candidate], *, min_dice: float, latency_budget_ms: float | None,
+         history: Sequence[dict[str, Any]] = (), widths_tried: int = 1) -> dict[str, Any]:
+    """Which setting most likely lifts an organ that no candidate gets to `min_dice` within the budget.
+
+    Measured from the run, not guessed: a candidate that meets `min_dice` but not the budget points
+    at the budget; otherwise the held-out Dice the unpruned student gained over the second half of
+    its distillation (still learning: more epochs) is weighed against what capacity was worth (the
+    Dice a wider grid point added, or what pruning cost). Neither above half a point: the student
+    has what these scans can teach it (more scans, or relax the bar).
+
+    Args:
+        candidates: The organ's candidates (all grid points).
+        history: The unpruned student's per-epoch held-out Dice of this organ, [{"epoch", "dice"}].
+        widths_tried: How many widths the grid had.
+
+    Returns:
+        {"knob": "latency budget" | "epochs" | "width" | "data", "why": one sentence, "evidence": {..}}.
+    """
+    above = [c for c in candidates if c.dice >= min_dice]
+    if above and latency_budget_ms is not None:
+        quick = min(above, key=lambda c: c.latency_ms)
+        return {"knob": "latency budget", "evidence": {"fastest_above_ms": round(quick.latency_ms, 1)},
+                "why": f"{quick.name} reaches Dice {quick.dice:.4f} in {quick.latency_ms:.1f} ms: raise "
+                       f"--latency-budget-ms to {quick.latency_ms * 1.05:.0f}, or prune / quantize further."}
+    evidence: dict[str, Any] = {}
+    epochs_gain = 0.0
+    if len(history) >= 4:
+        half = history[len(history) // 2 - 1]
+        epochs_gain = float(history[-1]["dice"]) - float(half["dice"])
+        evidence["epochs"] = {"from_epoch": int(half["epoch"]), "to_epoch": int(history[-1]["epoch"]),
+                              "dice_gain": round(epochs_gain, 4)}
+    width_gain = 0.0
+    base = [c for c in candidates if c.prune_ratio == 0 and c.precision == "fp32"]
+    if widths_tried > 1 and base:
+        by_width = sorted(base, key=lambda c: sum(c.widths))
+        width_gain = by_width[-1].dice - by_width[-2].dice if len(by_width) > 1 else 0.0
+        evidence["width"] = {"widest": list(by_width[-1].widths), "dice_gain_over_next": round(width_gain, 4)}
+    else:
+        for c in sorted(candidates, key=lambda c: -c.prune_ratio):
+            twin = [b for b in base if b.backend == c.backend and b.widths == c.widths]
+            if c.prune_ratio > 0 and c.precision == "fp32" and twin:
+                width_gain = twin[0].dice - c.dice
+                evidence["width"] = {"pruned": c.prune_ratio, "dice_cost_of_pruning": round(width_gain, 4)}
+                break
+    best = max(candidates, key=lambda c: c.dice) if candidates else None
+    gap = (min_dice - best.dice) if best else None
+    evidence["gap"] = None if gap is None else round(gap, 4)
+    if max(epochs_gain, width_gain) < 0.005:
+        return {"knob": "data", "evidence": evidence,
+                "why": "the student stopped improving (held-out Dice rose "
+                       f"{epochs_gain * 100:+.1f} points over the second half of training) and capacity was not the "
+                       f"limit ({width_gain * 100:+.1f} points); more training scans, or a lower --min-dice."}
+    if epochs_gain >= width_gain:
+        e = evidence["epochs"]
+        return {"knob": "epochs", "evidence": evidence,
+                "why": f"held-out Dice still rose {epochs_gain * 100:.1f} points from epoch {e['from_epoch']} to "
+                       f"{e['to_epoch']}: more [distill] epochs (e.g. {2 * e['to_epoch']})."}
+    what = ("the widest grid point added" if "widest" in evidence.get("width", {}) else
+            f"pruning {evidence['width']['pruned']:.0%} of the channels cost")
+    return {"knob": "width", "evidence": evidence,
+            "why": f"{what} {width_gain * 100:.1f} points: a wider student ([search] widths)."}
