@@ -189,3 +189,14 @@ def test_same_recipe_same_seed_gives_the_same_models_and_dice(first_run, tmp_pat
         for run in (a, b):
             by = {c.name: c.latency_ms for c in run.candidates}
             assert max(by[a.chosen.name], by[b.chosen.name]) <= 1.25 * min(by.values())
+
+
+def test_max_dice_drop_ships_only_what_is_within_it_of_the_unpruned_student(first_run) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    recipe, result = first_run
+    strict = run_recipe(dataclasses.replace(recipe, max_dice_drop=0.0), out=result.out, progress=False)
+    organ = strict.organs[0]
+    ref = max(c.dice for c in organ.candidates if c.prune_ratio == 0 and c.precision == "fp32")
+    assert organ.chosen is not None and organ.chosen.dice >= ref
+    assert {r["status"] for r in strict.log} == {"cached"}  # a selection rule: no stage reruns

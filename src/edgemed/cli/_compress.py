@@ -19,11 +19,15 @@ __all__ = ["compress"]
                    "[default: the recipe's, else host].")
 @click.option("--latency-budget-ms", type=float, default=None, help="Largest whole-volume inference time allowed.")
 @click.option("--min-dice", type=float, default=None, help="Smallest held-out Dice vs the teacher allowed.")
+@click.option("--max-dice-drop", type=float, default=None,
+              help="Largest held-out Dice a shipped model may lose against its organ's unpruned FP32 student "
+                   "(e.g. 0.01)  [default: the recipe's, else no limit].")
 @click.option("--seed", type=int, default=None, help="Seed of every distillation  [default: the recipe's [distill] seed, else 0].")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def compress(recipe: Path, out: Path | None, target: str | None, latency_budget_ms: float | None,
-             min_dice: float | None, seed: int | None, no_progress: bool, as_json: bool) -> None:
+             min_dice: float | None, max_dice_drop: float | None, seed: int | None, no_progress: bool,
+             as_json: bool) -> None:
     """Distill, prune, export, quantize and profile every organ of a recipe; pick the fastest good model.
 
     Recipe keys are these flags' names (`latency_budget_ms = 250`); flags override the recipe.
@@ -44,7 +48,8 @@ def compress(recipe: Path, out: Path | None, target: str | None, latency_budget_
     from edgemed.pipeline import load_recipe, run_recipe
 
     config = load_recipe(recipe).with_overrides(out=None if out is None else str(out), target=target,
-                                                latency_budget_ms=latency_budget_ms, min_dice=min_dice)
+                                                latency_budget_ms=latency_budget_ms, min_dice=min_dice,
+                                                max_dice_drop=max_dice_drop)
     if seed is not None:
         config = config.with_overrides(distill={**config.distill, "seed": int(seed)})
     if config.target != "host":

@@ -134,6 +134,9 @@ class RecipeConfig:
         target: "host" (measure here) or a profile id (latency predicted, labelled "predicted").
         latency_budget_ms: Largest whole-volume inference time allowed (None: no limit).
         min_dice: Smallest held-out Dice vs the teacher a chosen model may have.
+        max_dice_drop: Largest held-out Dice a chosen model may lose against its organ's unpruned
+            FP32 student (None: no limit): pruning and INT8 are then only taken where they cost at
+            most this, so what ships is as good as `edgemed distill`'s student within it.
         distill: `DistillConfig` keys (organs and label_map come from above).
         search, prune, quantize, profile: Stage settings.
     """
@@ -147,6 +150,7 @@ class RecipeConfig:
     target: str = "host"
     latency_budget_ms: float | None = None
     min_dice: float = 0.0
+    max_dice_drop: float | None = None
     distill: dict[str, Any] = field(default_factory=dict)
     search: SearchConfig = field(default_factory=SearchConfig)
     prune: PruneStageConfig = field(default_factory=PruneStageConfig)
@@ -174,6 +178,8 @@ class RecipeConfig:
             raise ConfigError(f"latency_budget_ms={self.latency_budget_ms} must be > 0.")
         if not 0.0 <= self.min_dice <= 1.0:
             raise ConfigError(f"min_dice={self.min_dice} must be in [0, 1].")
+        if self.max_dice_drop is not None and not 0.0 <= self.max_dice_drop <= 1.0:
+            raise ConfigError(f"max_dice_drop={self.max_dice_drop} must be in [0, 1], e.g. 0.01 (one Dice point).")
         for key in ("organs", "label_map"):
             if key in self.distill:
                 raise ConfigError(f"[distill] {key} is set at the top of the recipe, not in [distill].")

@@ -148,9 +148,17 @@ def _recipe_json(recipe: RecipeConfig) -> dict[str, Any]:
 def _choose_group(by_organ: dict[str, list[Candidate]], recipe: RecipeConfig
                   ) -> dict[str, tuple[Candidate | None, str | None]]:
     """The model each organ ships. A joint student is one model: the fastest whose worst organ meets
-    `min_dice` within the budget serves them all."""
+    `min_dice` within the budget serves them all. With `max_dice_drop`, only grid points within it of
+    each organ's unpruned FP32 student are eligible."""
     organs = list(by_organ)
     rows = list(zip(*by_organ.values()))  # one grid point per row; every organ's list is in grid order
+    if recipe.max_dice_drop is not None and rows:
+        # Only grid points within max_dice_drop of the unpruned FP32 student, organ by organ.
+        ref = {o: max((c.dice for c in cs if c.prune_ratio == 0 and c.precision == "fp32"), default=None)
+               for o, cs in by_organ.items()}
+        kept = [row for row in rows if all(ref[c.organ] is None or c.dice >= ref[c.organ] - recipe.max_dice_drop - 1e-9
+                                           for c in row)]
+        rows = kept or rows
     if len(organs) == 1:
         judged = [c for c, in rows]
     else:
