@@ -130,6 +130,7 @@ STEPS: tuple[Step, ...] = (
     _compress("joint"),
     _py("recipes_check", SUITE, "recipes_check.py", "--recipes", "totalseg_4organs_quick", "--repeat", "2",
         "--seeds", "0", "1", writes=(f"{R}/recipes_check.json", "runs/check")),
+    _py("readme_commands", SUITE, "readme_commands.py", writes=(f"{R}/readme_commands.json", "runs/readme")),
     _screenshot("report_screenshot", "totalseg_4organs", "compress_totalseg_report"),
     _screenshot("report_screenshot_full", "totalseg_4organs_full", "compress_totalseg_full_report"),
     _screenshot("report_screenshot_joint", "totalseg_4organs_joint", "compress_totalseg_joint_report"),

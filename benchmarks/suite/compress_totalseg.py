@@ -101,6 +101,13 @@ def main() -> int:
                     "front": [c.name for c in o.front],
                     "candidates": [{k: v for k, v in c.to_json().items() if k not in ("samples_ms", "lineage")}
                                    for c in o.candidates], "skipped": list(o.skipped)} for o in result.organs],
+        # Each distilled (unpruned) student: its held-out Dice, training seconds and torch threads.
+        "students": [{"organs": [o["name"] for o in m["metadata"]["organs"]],
+                      "heldout_dice": m["metadata"]["validation"]["dice"],
+                      "training_seconds": m["metadata"]["training"].get("seconds"),
+                      "threads": m["metadata"]["training"].get("threads")}
+                     for m in (json.loads(f.read_text()) for f in
+                               sorted((result.out / "stages").glob("distill-*/artifact/manifest.json")))],
         "stages": {s: sum(r["status"] == "ran" for r in result.log if r["stage"] == s)
                    for s in ("distill", "prune", "export", "quantize", "profile")},
     }

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _results import DATA, RESULTS, ROOT, config_from_args, write_result  # noqa: E402
 
 SCRATCH = ROOT / "runs" / "readme"
-BLOCK = re.compile(r"^```bash\n(.*?)^```", re.DOTALL | re.MULTILINE)
+BLOCK = re.compile(r"^[ \t]*```bash\n(.*?)^[ \t]*```", re.DOTALL | re.MULTILINE)
 
 
 def readme_commands(text: str) -> tuple[list[str], list[str]]:
