@@ -61,9 +61,10 @@ def run_compress(recipe: Path, out: Path, seed: int) -> dict[str, Any]:
                               "seed": seed, "exit_code": proc.returncode, "wall_s": round(wall, 1),
                               "load_before": load0, "load_after": _load(),
                               "stderr_tail": proc.stderr.strip().splitlines()[-3:]}
+    # results.json, not stdout: NNCF's progress bars print to stdout between the JSON's lines.
     try:
-        results = json.loads(proc.stdout)
-    except ValueError:
+        results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         record["organs"] = {}
         return record
     return {**record, **summarise(results, out)}
@@ -146,7 +147,20 @@ def main() -> None:
     parser.add_argument("--manual", nargs="*", default=[], help="organs to distill by hand with every default")
     parser.add_argument("--reuse", type=Path, default=None, help="an existing run dir for the first recipe's first run")
     parser.add_argument("--out", type=Path, default=RESULTS / "recipes_check.json")
+    parser.add_argument("--resummarise", type=Path, default=None,
+                        help="rebuild a result file's per-organ summaries from its run folders (nothing reruns)")
     args = parser.parse_args()
+    if args.resummarise is not None:
+        prev = json.loads(args.resummarise.read_text(encoding="utf-8"))
+        metrics = prev["metrics"]
+        for name, entry in metrics.items():
+            runs = [{**r, **summarise(json.loads((ROOT / r["out"] / "results.json").read_text()), ROOT / r["out"])}
+                    for r in entry["runs"]]
+            metrics[name] = {**entry, "runs": runs, **compare(runs)}
+        write_result(args.out, benchmark="recipes_check", script=__file__,
+                     config={**prev["config"], "resummarised_from": str(args.resummarise)}, metrics=metrics)
+        print(f"wrote {args.out}")
+        return
     results: dict[str, Any] = {}
     for name in args.recipes:
         recipe = RECIPES / f"{name}.toml"
