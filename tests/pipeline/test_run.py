@@ -111,7 +111,10 @@ def test_killed_run_resumes_without_redoing_a_stage(phantom_data: Path, tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not list((out / "stages").glob("distill-*/stage.json")):
+    log = out / "run_log.jsonl"
+    # The first stage is done once its line is in the run log (written just after its folder is renamed
+    # into place; waiting for the folder alone let the kill land between the two).
+    while not (log.is_file() and log.read_text().endswith("\n")):
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first stage"
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
