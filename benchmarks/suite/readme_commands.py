@@ -57,12 +57,42 @@ def readme_commands(text: str) -> tuple[list[str], list[str]]:
     return setup, commands
 
 
+def artifact_facts(cmd: str) -> dict[str, Any]:
+    """What a command's `--out` artifact records, when it is a student: held-out Dice, training threads."""
+    import json
+
+    words = cmd.split()
+    if "--out" not in words or words.index("--out") + 1 >= len(words):
+        return {}
+    manifest = SCRATCH / words[words.index("--out") + 1] / "manifest.json"
+    try:
+        meta = json.loads(manifest.read_text())["metadata"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    if "validation" not in meta or "training" not in meta:
+        return {}
+    return {"heldout_dice": meta["validation"].get("dice"), "threads": meta["training"].get("threads"),
+            "training_seconds": meta["training"].get("seconds")}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--only", nargs="*", default=None, help="subcommands to run (e.g. distill inspect); default all")
     parser.add_argument("--out", type=Path, default=RESULTS / "readme_commands.json")
+    parser.add_argument("--annotate", type=Path, default=None,
+                        help="add the students' facts from runs/readme/ to an existing result (nothing reruns)")
     args = parser.parse_args()
+    if args.annotate is not None:
+        import json
+
+        prev = json.loads(args.annotate.read_text())
+        rows = [{**r, **artifact_facts(r["command"])} for r in prev["metrics"]["commands"]]
+        write_result(args.out, benchmark="readme_commands", script=__file__,
+                     config={**prev["config"], "annotated_from": str(args.annotate)},
+                     metrics={**prev["metrics"], "commands": rows})
+        print(f"wrote {args.out}")
+        return 0
     setup, commands = readme_commands(args.readme.read_text(encoding="utf-8"))
     if SCRATCH.exists():
         shutil.rmtree(SCRATCH)  # our own scratch folder
@@ -87,7 +117,7 @@ def main() -> int:
         status = "ok" if proc.returncode == 0 else \
             "inconclusive (busy machine)" if proc.returncode == 3 and " check " in f" {cmd} " else "FAILED"
         rows.append({"command": cmd, "exit_code": proc.returncode, "status": status, "wall_s": round(wall, 1),
-                     "load_before": load, "last_line": last[:300],
+                     "load_before": load, "last_line": last[:300], **artifact_facts(cmd),
                      **({"stderr_tail": proc.stderr.strip().splitlines()[-5:]} if proc.returncode else {})})
         print(f"[{status}] {wall:7.1f} s  {cmd}", flush=True)
     failed = [r for r in rows if r.get("status") == "FAILED"]
