@@ -67,6 +67,35 @@ def test_quantize_measures_and_keeps_what_wins(fp32_bundle: tuple[Path, list[Pat
         assert seg.segment(ct).array.shape == ct.shape
 
 
+def test_keep_if_slower_keeps_int8_within_the_budget_whatever_the_timing(
+        fp32_bundle: tuple[Path, list[Path], list[Path]], tmp_path: Path) -> None:
+    """--keep-if-slower (require_faster=False): which model is written depends on Dice only, never on one
+    timing here (edgemed compress relies on it: its candidate set must be the same run after run)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgemed.cli import _cli
+    from edgemed.runtime import OnnxBundle
+
+    src, scans, segs = fp32_bundle
+    res = CliRunner().invoke(_cli, ["quantize", str(src), "--scans", str(scans[0]), "--out", str(tmp_path / "q"),
+                                    "--method", "ort", "--max-dice-drop", "0.2", "--calibration-slices", "16",
+                                    "--keep-if-slower", "--json"])
+    assert res.exit_code == 0, res.output
+    record = json.loads(res.stdout)
+    out = OnnxBundle.load(tmp_path / "q")
+    assert record["chosen_precision"] == out.precision == "int8" and "QuantizeLinear" in _ops(out.model_path)
+    lat = record["latency_ms"]
+    if lat["int8_ort"] >= 0.95 * lat["fp32_ort"]:  # the timing alone would have kept FP32
+        assert "kept although not faster here" in record["reason"]
+    # over the Dice budget, FP32 is still written: the flag lifts the speed rule only
+    assert record["dice"]["worst_drop"] > 0  # INT8 moved some voxels, so a zero budget refuses it
+    strict = quantize(src, scans[:1], OrtInt8Config(calibration_slices=16, max_dice_drop=0.0), tmp_path / "s",
+                      timing_repeats=1, require_faster=False)
+    assert strict.chosen_precision == "fp32" and "Dice drop" in strict.reason
+
+
 def test_both_quantizers_write_int8_graphs(fp32_bundle: tuple[Path, list[Path], list[Path]], tmp_path: Path) -> None:
     from edgemed.compress._quantize import _quantize_nncf, _quantize_ort
     from edgemed.runtime import OnnxBundle

@@ -33,12 +33,15 @@ __all__ = ["quantize"]
               help="Slices to calibrate on (qat: also to train on)  [default: 128; qat 256].")
 @click.option("--calibrate-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="ort method only.")
+@click.option("--keep-if-slower", is_flag=True,
+              help="Keep INT8 within the Dice budget even where it is not faster on this machine (the target is "
+                   "another device: time it there with edgemed profile).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @overwrite_option
 def quantize(bundle: Path, scans: tuple[str, ...], out: Path, method: str, student: Path | None, epochs: int,
              validation_scans: tuple[str, ...],
              references: tuple[str, ...], max_dice_drop: float, calibration_slices: int | None, calibrate_method: str,
-             as_json: bool, overwrite: bool) -> None:
+             keep_if_slower: bool, as_json: bool, overwrite: bool) -> None:
     """Quantize a bundle to INT8, Dice-checked, and keep it only where it is faster.
 
     FP32, the NNCF/ORT INT8 model and the target backend are timed side by side; the written
@@ -66,7 +69,7 @@ def quantize(bundle: Path, scans: tuple[str, ...], out: Path, method: str, stude
                                calibrate_method=calibrate_method)
     click.echo(f"quantizing {bundle} with {method} on {len(scans)} calibration scan(s) → {out}", err=True)
     result = run(bundle, list(scans), config, out, validation_scans=list(validation_scans) or None,
-                 references=list(references) or None, overwrite=overwrite)
+                 references=list(references) or None, overwrite=overwrite, require_faster=not keep_if_slower)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return

@@ -163,7 +163,7 @@ class QuantizeResult:
 def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], config: NncfInt8Config | OrtInt8Config,
              out: str | os.PathLike[str], *, validation_scans: Sequence[str | os.PathLike[str] | Volume] | None = None,
              references: Sequence[str | os.PathLike[str]] | None = None, timing_repeats: int = 7,
-             overwrite: bool = False) -> QuantizeResult:
+             overwrite: bool = False, require_faster: bool = True) -> QuantizeResult:
     """Quantize a bundle's model to INT8, check Dice, time it, and write the faster acceptable bundle.
 
     Args:
@@ -176,6 +176,10 @@ def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], conf
         references: Reference label maps for `validation_scans` (e.g. the teacher's); without
             them the Dice is measured against the FP32 model's own masks.
         overwrite: Replace an ONNX bundle at `out`; anything else there is refused (`check_output`).
+        require_faster: Keep INT8 only where it is measured faster than FP32 here (>= 5 %). False keeps
+            any INT8 model within the Dice budget: for a target that is not this machine, or a caller that
+            times its candidates itself (`edgemed compress`, whose candidate set must not depend on one
+            timing here).
 
     Returns:
         What was measured and chosen; the written bundle records the same.
@@ -191,13 +195,14 @@ def quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], conf
         if ctx.world_size > 1 and not isinstance(config, NncfQatConfig):
             raise ConfigError(f"{type(config).__name__} (post-training quantization) runs in one process; of the "
                               "quantization methods only QAT (NncfQatConfig, --method qat) trains under torchrun.")
-        return _quantize(bundle, scans, config, out, validation_scans, references, timing_repeats, ctx, overwrite)
+        return _quantize(bundle, scans, config, out, validation_scans, references, timing_repeats, ctx, overwrite,
+                         require_faster)
 
 
 def _quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], config: Any, out: str | os.PathLike[str],
               validation_scans: Sequence[str | os.PathLike[str] | Volume] | None,
               references: Sequence[str | os.PathLike[str]] | None, timing_repeats: int, ctx: Any,
-              overwrite: bool = False) -> QuantizeResult:
+              overwrite: bool = False, require_faster: bool = True) -> QuantizeResult:
     from edgemed.artifacts import BUNDLE_KIND, BUNDLE_SCHEMA, OnnxBundle
     from edgemed.runtime.backends import open_session
 
@@ -251,11 +256,12 @@ def _quantize(bundle: Any, scans: Sequence[str | os.PathLike[str] | Volume], con
         within = scores["worst_drop"] <= config.max_dice_drop
         fp32_best = min(latency["fp32_ort"], latency[f"fp32_{config.backend}"])
         faster = latency[f"int8_{config.backend}"] < 0.95 * fp32_best
-        if within and faster:
+        if within and (faster or not require_faster):
             precision, backend, model_bytes = "int8", config.backend, q_path.read_bytes()
-            reason = (f"INT8 on {config.backend} is {latency['fp32_ort'] / latency[f'int8_{config.backend}']:.2f}x "
-                      f"faster than FP32 on ONNX Runtime, Dice drop {scores['worst_drop']:.4f} "
-                      f"<= {config.max_dice_drop}")
+            speed = latency['fp32_ort'] / latency[f'int8_{config.backend}']
+            reason = (f"INT8 on {config.backend} is {speed:.2f}x " + ("faster than" if speed >= 1 else "the speed of")
+                      + f" FP32 on ONNX Runtime here, Dice drop {scores['worst_drop']:.4f} <= {config.max_dice_drop}"
+                      + ("" if faster else "; kept although not faster here (require_faster=False)"))
         else:
             fp32_backend = "ort" if latency["fp32_ort"] <= latency[f"fp32_{config.backend}"] else config.backend
             precision, backend, model_bytes = "fp32", fp32_backend, src.model_path.read_bytes()

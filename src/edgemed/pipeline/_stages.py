@@ -105,10 +105,15 @@ def export_stage(cache: StageCache, student: StageResult, organs: tuple[str, ...
 def quantize_stage(cache: StageCache, fp32: StageResult, organs: tuple[str, ...], recipe: RecipeConfig,
                    backend: str) -> StageResult:
     """INT8 PTQ of an FP32 bundle for `backend` (ONNX Runtime QDQ, or NNCF for OpenVINO); every organ's
-    Dice must stay within `max_dice_drop`."""
+    Dice must stay within `max_dice_drop`.
+
+    INT8 is kept whether or not one timing here finds it faster (`require_faster=False`): the profile
+    stage times every candidate and the search picks, so which candidates exist depends on Dice only
+    (a fresh-clone CI run once lost an INT8 candidate the previous run had, to one noisy timing).
+    """
     q = recipe.quantize
     config = {"backend": backend, "calibration_slices": q.calibration_slices, "max_dice_drop": q.max_dice_drop,
-              "accuracy_control": q.accuracy_control}
+              "accuracy_control": q.accuracy_control, "require_faster": False}
     inputs = [artifact_digest(fp32.artifact)] + [file_digest(s) for s in recipe.scans] + \
              [file_digest(p) for p in recipe.teacher_predictions]
 
@@ -122,7 +127,7 @@ def quantize_stage(cache: StageCache, fp32: StageResult, organs: tuple[str, ...]
         else:
             cfg = OrtInt8Config(calibration_slices=q.calibration_slices, max_dice_drop=q.max_dice_drop)
         result = quantize(fp32.artifact, list(recipe.scans), cfg, tmp / "artifact",
-                          references=list(recipe.teacher_predictions), timing_repeats=3)
+                          references=list(recipe.teacher_predictions), timing_repeats=3, require_faster=False)
         return {"digest": artifact_digest(tmp / "artifact"), "chosen_precision": result.chosen_precision,
                 "chosen_backend": result.chosen_backend, "reason": result.reason, "dice": result.dice,
                 "latency_ms": result.latency_ms}
