@@ -143,10 +143,17 @@ def _table(result: "RunResult") -> str:
                         f"<td class='l'>{c.precision}</td><td class='l'>{c.backend}</td>"
                         f"<td class='l'>{html.escape(c.note)}</td></tr>")
         skipped = "".join(f"<li>{html.escape(s['name'])}: {html.escape(s['reason'])}</li>" for s in o.skipped)
+        runoff = ""
+        if o.runoff:
+            r = o.runoff
+            runoff = (f"<p class='note'>Decided by a run-off: the {len(r['latency_ms'])} qualifying models timed "
+                      f"side by side, interleaved, {r['rounds']} rounds (median ms; alone in the profile step): "
+                      + ", ".join(f"{html.escape(n)} {ms:.1f} ({r['profile_latency_ms'][n]:.1f})"
+                                  for n, ms in sorted(r["latency_ms"].items(), key=lambda kv: kv[1])) + ".</p>")
         out.append(f"<h3>{html.escape(o.organ)}</h3><table><tr><th class='l'>model</th><th>Dice held-out</th>"
                    "<th>Dice whole scan</th><th>checkpoint validation Dice</th><th>latency ms</th><th class='l'>"
                    "latency</th><th>size MB</th><th class='l'>precision</th><th class='l'>backend</th><th class='l'>"
-                   f"note</th></tr>{''.join(rows)}</table>"
+                   f"note</th></tr>{''.join(rows)}</table>" + runoff
                    + (f"<p class='note'>Grid points not built:</p><ul class='note'>{skipped}</ul>" if skipped else ""))
     note = ("<p class='note'>Chosen row green; ◆ on the Pareto front. The checkpoint validation Dice of a pruned "
             "student is vs its unpruned parent (its fine-tuning teacher).</p>")

@@ -12,7 +12,7 @@ from edgemed.pipeline._cache import StageCache, StageResult
 from edgemed.pipeline._recipe import RecipeConfig
 from edgemed.pipeline._search import BudgetError, Candidate, choose, knob, pareto_front
 from edgemed.pipeline._stages import (distill_stage, export_stage, profile_stage, prune_stage, quantize_stage,
-                                      teacher_digest)
+                                      runoff_stage, teacher_digest)
 
 __all__ = ["OrganResult", "RunResult", "run_recipe"]
 
@@ -29,6 +29,7 @@ class OrganResult:
     skipped: tuple[dict[str, str], ...] = ()
     overlay_mask: str | None = None  # the shown model's label map (npz, key "labels") on the first scan
     knob: dict[str, Any] | None = None  # below the bar: the setting most likely to lift it (`knob`)
+    runoff: dict[str, Any] | None = None  # the qualifying models timed side by side, which decided `chosen`
 
     @property
     def below_bar(self) -> bool:
@@ -47,7 +48,7 @@ class OrganResult:
                 "below_bar": self.below_bar,
                 "best": None if shown is None else {"name": shown.name, "bundle": shown.bundle,
                                                     "dice": shown.dice, "latency_ms": shown.latency_ms},
-                "knob": self.knob,
+                "knob": self.knob, "runoff": self.runoff,
                 "front": [c.name for c in self.front], "candidates": [c.to_json() for c in self.candidates],
                 "skipped": list(self.skipped)}
 
@@ -71,6 +72,10 @@ class RunResult:
 def run_recipe(recipe: RecipeConfig, *, out: str | os.PathLike[str] | None = None, progress: bool = True,
                raise_on_budget: bool = True) -> RunResult:
     """Compress every organ of a recipe, pick the model to ship per organ, and write report.html.
+
+    On the host, the models that qualify are timed again side by side, interleaved (the "runoff"
+    stage), and those latencies decide: each profile stage timed its model alone, minutes apart from
+    the others, on a machine whose speed drifts.
 
     Stages are cached under `out/stages` by the hash of their config and inputs: a rerun (or a
     run resumed after a crash) reuses every finished stage. `out/run_log.jsonl` says, for each
@@ -111,7 +116,8 @@ def run_recipe(recipe: RecipeConfig, *, out: str | os.PathLike[str] | None = Non
     with tqdm(total=len(recipe.groups) * points, disable=not progress, desc="compress", unit="model") as bar:
         for group in recipe.groups:
             by_organ, skipped, labels, histories = _group_candidates(cache, recipe, group, bar, progress)
-            for organ, (chosen, error) in _choose_group(by_organ, recipe).items():
+            choices, runoff = _choose_group(by_organ, recipe, cache)
+            for organ, (chosen, error) in choices.items():
                 candidates = by_organ[organ]
                 shown = chosen or (max(candidates, key=lambda c: c.dice) if candidates else None)
                 lift = None
@@ -119,7 +125,8 @@ def run_recipe(recipe: RecipeConfig, *, out: str | os.PathLike[str] | None = Non
                     lift = knob(candidates, min_dice=recipe.min_dice, latency_budget_ms=recipe.latency_budget_ms,
                                 history=histories.get(organ, ()), widths_tried=len(recipe.search.widths))
                 results.append(OrganResult(organ, tuple(candidates), tuple(pareto_front(candidates)), chosen, error,
-                                           tuple(skipped), labels.get(shown.name) if shown else None, lift))
+                                           tuple(skipped), labels.get(shown.name) if shown else None, lift,
+                                           runoff))
     from edgemed.pipeline._report import write_report
 
     log = tuple(cache.read_log(run_id=cache.run_id))
@@ -145,11 +152,14 @@ def _recipe_json(recipe: RecipeConfig) -> dict[str, Any]:
     return raw
 
 
-def _choose_group(by_organ: dict[str, list[Candidate]], recipe: RecipeConfig
-                  ) -> dict[str, tuple[Candidate | None, str | None]]:
-    """The model each organ ships. A joint student is one model: the fastest whose worst organ meets
-    `min_dice` within the budget serves them all. With `max_dice_drop`, only grid points within it of
-    each organ's unpruned FP32 student are eligible."""
+def _choose_group(by_organ: dict[str, list[Candidate]], recipe: RecipeConfig, cache: StageCache | None = None
+                  ) -> tuple[dict[str, tuple[Candidate | None, str | None]], dict[str, Any] | None]:
+    """The model each organ ships, and the run-off that decided it (None when there was none).
+
+    A joint student is one model: the fastest whose worst organ meets `min_dice` within the budget
+    serves them all. With `max_dice_drop`, only grid points within it of each organ's unpruned FP32
+    student are eligible. On the host, when two or more models qualify, they are timed again side by
+    side (`runoff_stage`) and the search compares those latencies (given a `cache`)."""
     organs = list(by_organ)
     rows = list(zip(*by_organ.values()))  # one grid point per row; every organ's list is in grid order
     if recipe.max_dice_drop is not None and rows:
@@ -164,12 +174,27 @@ def _choose_group(by_organ: dict[str, list[Candidate]], recipe: RecipeConfig
     else:
         judged = [replace(low, organ=" + ".join(organs), name=f"{low.name} (worst: {low.organ})")
                   for low in (min(row, key=lambda c: c.dice) for row in rows)]
+    runoff = None
+    good = [i for i, c in enumerate(judged) if c.dice >= recipe.min_dice
+            and (recipe.latency_budget_ms is None or c.latency_ms <= recipe.latency_budget_ms)]
+    if cache is not None and recipe.target == "host" and len(good) > 1:
+        # Every qualifying model timed against the others, interleaved (runoff_stage): the latencies the
+        # search compares were measured in the same minute, not minutes apart on a drifting machine.
+        entrants = [(rows[i][0].name, Path(rows[i][0].bundle), rows[i][0].backend) for i in good]
+        stage = runoff_stage(cache, entrants, recipe, organ="+".join(organs))
+        times = stage.record["summary"]["latency_ms"]
+        runoff = {"latency_ms": times, "rounds": stage.record["summary"]["rounds"],
+                  "profile_latency_ms": {rows[i][0].name: judged[i].latency_ms for i in good}}
+        judged = [replace(judged[i], latency_ms=times[rows[i][0].name]) for i in good]
+        rows = [rows[i] for i in good]
     try:
         pick = choose(judged, latency_budget_ms=recipe.latency_budget_ms, min_dice=recipe.min_dice)
     except BudgetError as err:
         error = str(err) if len(organs) == 1 else f"joint student, judged by its worst organ: {err}"
-        return {o: (None, error) for o in organs}
-    return dict(zip(organs, ((c, None) for c in rows[judged.index(pick)])))
+        return {o: (None, error) for o in organs}, runoff
+    if runoff is not None:
+        runoff["chosen"] = rows[judged.index(pick)][0].name
+    return dict(zip(organs, ((c, None) for c in rows[judged.index(pick)]))), runoff
 
 
 def _group_candidates(cache: StageCache, recipe: RecipeConfig, organs: tuple[str, ...], bar: Any, progress: bool

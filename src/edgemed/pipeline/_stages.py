@@ -15,7 +15,8 @@ import numpy as np
 from edgemed.pipeline._cache import StageCache, StageResult, artifact_digest, file_digest
 from edgemed.pipeline._recipe import RecipeConfig
 
-__all__ = ["distill_stage", "export_stage", "profile_stage", "prune_stage", "quantize_stage", "teacher_digest"]
+__all__ = ["distill_stage", "export_stage", "profile_stage", "prune_stage", "quantize_stage", "runoff_stage",
+           "teacher_digest"]
 
 
 def teacher_digest(recipe: RecipeConfig) -> str:
@@ -156,6 +157,46 @@ def profile_stage(cache: StageCache, bundle: StageResult, organs: tuple[str, ...
         return _profile(bundle.artifact, recipe, backend, holdout, tmp)
 
     return cache.run("profile", config, inputs, work, organ="+".join(organs))
+
+
+def runoff_stage(cache: StageCache, entrants: list[tuple[str, Path, str]], recipe: RecipeConfig, *,
+                 organ: str = "") -> StageResult:
+    """Time the qualifying candidates of one organ against each other, interleaved, on this machine.
+
+    `entrants` are (name, bundle directory, backend). Each profile stage timed its bundle alone, minutes
+    apart from the others; this machine's speed drifts by 20-40 % over minutes, which moved the same
+    build's median by up to 38 % between two runs of one recipe and flipped what shipped. Here every
+    round segments the whole first scan once with every entrant (the order rotating round by round), so
+    a drift slows all of them alike, and the median over rounds is what the search compares.
+    """
+    p = recipe.profile
+    rounds = max(p.repeats, 5)
+    config = {"rounds": rounds, "warmup": 1, "threads": p.threads, "order": "rotated",
+              "entrants": [[name, backend] for name, _, backend in entrants]}
+    inputs = [artifact_digest(path) for _, path, _ in entrants] + [file_digest(recipe.scans[0])]
+
+    def work(tmp: Path) -> dict[str, Any]:
+        from contextlib import ExitStack
+
+        from edgemed import runtime
+        from edgemed.io import read_volume
+
+        volume = read_volume(recipe.scans[0])
+        samples: dict[str, list[float]] = {name: [] for name, _, _ in entrants}
+        with ExitStack() as stack:
+            segs = [(name, stack.enter_context(runtime.load(path, backend=backend, threads=p.threads)))
+                    for name, path, backend in entrants]
+            for _, seg in segs:  # warm-up: first-call allocations and kernel selection
+                seg.segment(volume)
+            for r in range(rounds):
+                k = r % len(segs)
+                for name, seg in segs[k:] + segs[:k]:
+                    seg.segment(volume)
+                    samples[name].append(float(seg.last_timings.inference_ms))  # type: ignore[union-attr]
+        return {"latency_ms": {n: round(statistics.median(v), 3) for n, v in samples.items()},
+                "samples_ms": {n: [round(x, 3) for x in v] for n, v in samples.items()}, "rounds": rounds}
+
+    return cache.run("runoff", config, inputs, work, organ=organ)
 
 
 def _profile(path: Path, recipe: RecipeConfig, backend: str, holdout: tuple[int, int] | None,
