@@ -79,6 +79,8 @@ def summarise(results: dict[str, Any], out: Path) -> dict[str, Any]:
         organs[o["organ"]] = {
             "shipped": o["chosen"], "below_bar": o.get("below_bar", o["chosen"] is None),
             "model": best.get("name"), "dice": best.get("dice"), "latency_ms": best.get("latency_ms"),
+            "runoff_ms": ((o.get("runoff") or {}).get("latency_ms") or {}).get(best.get("name")),
+            "runoff_entrants": len(((o.get("runoff") or {}).get("latency_ms") or {})),
             "unpruned_fp32_dice": max((c["dice"] for c in unpruned), default=None),
             "student_checkpoint_dice": max((c["dice_checkpoint"] for c in unpruned
                                             if c.get("dice_checkpoint") is not None), default=None),
