@@ -98,6 +98,7 @@ def main() -> int:
                     "best_heldout_dice": max((c.dice for c in o.candidates), default=None),
                     "chosen": o.chosen.to_json() if o.chosen else None, "error": o.error,
                     "below_bar": o.below_bar, "best": o.shown.name if o.shown else None, "knob": o.knob,
+                    "runoff": o.runoff,
                     "front": [c.name for c in o.front],
                     "candidates": [{k: v for k, v in c.to_json().items() if k not in ("samples_ms", "lineage")}
                                    for c in o.candidates], "skipped": list(o.skipped)} for o in result.organs],
@@ -109,7 +110,7 @@ def main() -> int:
                      for m in (json.loads(f.read_text()) for f in
                                sorted((result.out / "stages").glob("distill-*/artifact/manifest.json")))],
         "stages": {s: sum(r["status"] == "ran" for r in result.log if r["stage"] == s)
-                   for s in ("distill", "prune", "export", "quantize", "profile")},
+                   for s in ("distill", "prune", "export", "quantize", "profile", "runoff")},
     }
     name = f"compress_totalseg{'_' + args.tag if args.tag else ''}"
     out = write_result(RESULTS / f"{name}.json", benchmark="compress_totalseg", script=__file__, config=config,
@@ -117,7 +118,9 @@ def main() -> int:
     save_pareto(Path(result.report), RESULTS / f"{name}_pareto.png")
     for o in result.organs:
         c = o.chosen
-        line = f"{c.name}: Dice {c.dice:.4f}, {c.latency_ms:.1f} ms ({c.latency_label})" if c else o.error
+        ms = (o.runoff or {}).get("latency_ms", {}).get(c.name) if c else None
+        line = (f"{c.name}: Dice {c.dice:.4f}, {c.latency_ms:.1f} ms ({c.latency_label})"
+                + (f", {ms:.1f} ms in the run-off of {len(o.runoff['latency_ms'])}" if ms else "")) if c else o.error
         print(f"{o.organ:<14} {line}")
     print(f"wrote {out}, its Pareto plot and {result.report}")
     return 0
