@@ -118,9 +118,11 @@ def main() -> int:
     save_pareto(Path(result.report), RESULTS / f"{name}_pareto.png")
     for o in result.organs:
         c = o.chosen
-        ms = (o.runoff or {}).get("latency_ms", {}).get(c.name) if c else None
-        line = (f"{c.name}: Dice {c.dice:.4f}, {c.latency_ms:.1f} ms ({c.latency_label})"
-                + (f", {ms:.1f} ms in the run-off of {len(o.runoff['latency_ms'])}" if ms else "")) if c else o.error
+        line = o.error
+        if c:
+            ms, label = o.latency_of(c)
+            line = f"{c.name}: Dice {c.dice:.4f}, {c.latency_ms:.1f} ms ({c.latency_label})" + (
+                f", {ms:.1f} ms in the {label}" if label.startswith("run-off") else "")
         print(f"{o.organ:<14} {line}")
     print(f"wrote {out}, its Pareto plot and {result.report}")
     return 0

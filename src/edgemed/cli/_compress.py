@@ -71,9 +71,7 @@ def compress(recipe: Path, out: Path | None, target: str | None, latency_budget_
                 click.echo(f"  {organ.organ:<16} no model built: {organ.error}")
                 continue
             mark = "" if organ.chosen else f"  BELOW THE BAR (Dice < {config.min_dice:g} or over budget)"
-            ms, label = c.latency_ms, c.latency_label
-            if organ.runoff and c.name in organ.runoff["latency_ms"]:  # what decided: the side-by-side timing
-                ms, label = organ.runoff["latency_ms"][c.name], f"run-off of {len(organ.runoff['latency_ms'])}"
+            ms, label = organ.latency_of(c)  # what decided: the side-by-side timing where there was one
             click.echo(f"  {organ.organ:<16} {c.name:<28} Dice {c.dice:.4f}  {ms:8.1f} ms ({label})"
                        f"  {c.size_bytes / 1e6:.2f} MB{mark}")
             if organ.knob:

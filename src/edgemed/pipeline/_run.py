@@ -41,6 +41,14 @@ class OrganResult:
         """The model the report details: the chosen one, else (budget missed) the most accurate one."""
         return self.chosen or (max(self.candidates, key=lambda c: c.dice) if self.candidates else None)
 
+    def latency_of(self, c: Candidate) -> tuple[float, str]:
+        """The latency that decided for `c` and its label: the run-off's median where `c` ran in it, else
+        its profile latency ("measured" or "predicted")."""
+        times = (self.runoff or {}).get("latency_ms", {})
+        if c.name in times:
+            return float(times[c.name]), f"run-off of {len(times)}"
+        return c.latency_ms, c.latency_label
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         shown = self.shown
