@@ -129,7 +129,17 @@ def compare(runs: list[dict[str, Any]]) -> dict[str, Any]:
                      "dice": [r["organs"].get(o, {}).get("dice") for r in rs]} for o in a}
         identical = all(len(set(d["models"])) == 1 and None not in d["dice"]
                         and max(d["dice"]) - min(d["dice"]) <= DICE_TOLERANCE for d in diffs.values())
-        same[str(seed)] = {"identical": identical, "per_organ": diffs}
+        # Every candidate, not only the shipped one: the students and their builds, the part of a
+        # run that does not depend on a timing.
+        candidates: dict[str, Any] = {}
+        for o in a:
+            per = [r["organs"].get(o, {}).get("candidates") or {} for r in rs]
+            names = sorted(set().union(*per))
+            differ = {n: [p.get(n) for p in per] for n in names
+                      if None in [p.get(n) for p in per]
+                      or max(p[n] for p in per) - min(p[n] for p in per) > DICE_TOLERANCE}
+            candidates[o] = {"built": len(names), "differ": differ}
+        same[str(seed)] = {"identical": identical, "per_organ": diffs, "candidates": candidates}
     firsts = [rs[0] for rs in by_seed.values()]
     spread = {}
     if len(firsts) > 1:

@@ -49,6 +49,8 @@ def test_tiny_recipe_is_valid(phantom_data: Path, tmp_path: Path) -> None:
     ({"search": {"prune_ratio": [0.5]}}, "unknown recipe key [search] 'prune_ratio'. Did you mean 'prune_ratios'?"),
     ({"distill": {"epoch": 3}}, "Did you mean 'epochs'?"),
     ({"search": {"precisions": ["fp16"]}}, "use some of fp32, int8"),
+    ({"search": {"latency_tie": 10}}, "search.latency_tie=10 is a share of the fastest latency in [0, 1]"),
+    ({"search": {"latency_tie": "10 %"}}, "search.latency_tie='10 %' is a share"),
     ({"teacher_predictions": []}, "1 scans but 0 teacher_predictions"),
     ({"min_dice": 1.5}, "min_dice=1.5 must be in"),
     ({"joint": "yes"}, "joint='yes' must be true or false"),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemed.errors import ConfigError, InputError
+from edgemed.pipeline._search import LATENCY_TIE
 
 __all__ = ["PRECISIONS", "SEARCH_BACKENDS", "ProfileStageConfig", "PruneStageConfig", "QuantizeStageConfig",
            "RecipeConfig", "SearchConfig", "load_recipe", "recipe_from_dict"]
@@ -28,18 +29,26 @@ class SearchConfig:
         prune_ratios: Channel shares removed; 0 keeps the unpruned student.
         precisions: "fp32" and/or "int8".
         backends: "ort" and/or "openvino" (INT8 for ort is ONNX Runtime QDQ, for openvino NNCF).
+        latency_tie: Models within this share of the fastest qualifying one count as equally fast
+            and the most accurate of them ships (0.10 = 10 %; 0 = strictly the fastest).
     """
 
     widths: tuple[tuple[int, ...], ...] = ((16, 32, 64, 128),)
     prune_ratios: tuple[float, ...] = (0.0, 0.5)
     precisions: tuple[str, ...] = PRECISIONS
     backends: tuple[str, ...] = ("ort",)
+    latency_tie: float = LATENCY_TIE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(tuple(int(c) for c in w) for w in self.widths))
         object.__setattr__(self, "prune_ratios", tuple(float(r) for r in self.prune_ratios))
         object.__setattr__(self, "precisions", tuple(self.precisions))
         object.__setattr__(self, "backends", tuple(self.backends))
+        if isinstance(self.latency_tie, bool) or not isinstance(self.latency_tie, (int, float)) \
+                or not 0.0 <= self.latency_tie <= 1.0:
+            raise ConfigError(f"search.latency_tie={self.latency_tie!r} is a share of the fastest latency in [0, 1], "
+                              "e.g. 0.10 (10 %).")
+        object.__setattr__(self, "latency_tie", float(self.latency_tie))
         if not self.widths or any(not w or min(w) < 1 for w in self.widths):
             raise ConfigError("search.widths needs at least one list of positive channel counts, e.g. [[8, 16, 32, 64]].")
         if not self.prune_ratios or any(not 0.0 <= r < 0.95 for r in self.prune_ratios):

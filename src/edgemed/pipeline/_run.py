@@ -196,7 +196,8 @@ def _choose_group(by_organ: dict[str, list[Candidate]], recipe: RecipeConfig, ca
         judged = [replace(judged[i], latency_ms=times[rows[i][0].name]) for i in good]
         rows = [rows[i] for i in good]
     try:
-        pick = choose(judged, latency_budget_ms=recipe.latency_budget_ms, min_dice=recipe.min_dice)
+        pick = choose(judged, latency_budget_ms=recipe.latency_budget_ms, min_dice=recipe.min_dice,
+                      tie=recipe.search.latency_tie)
     except BudgetError as err:
         error = str(err) if len(organs) == 1 else f"joint student, judged by its worst organ: {err}"
         return {o: (None, error) for o in organs}, runoff

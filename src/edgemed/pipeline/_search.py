@@ -10,8 +10,10 @@ from edgemed.errors import EdgemedError
 
 __all__ = ["LATENCY_TIE", "BudgetError", "Candidate", "choose", "knob", "pareto_front"]
 
-#: Latencies within this share of the fastest qualifying one are ties, decided by Dice then grid order:
-#: two runs of one recipe measure latency with a few % of noise, and must not ship different models for it.
+#: Latencies within this share of the fastest qualifying one are ties, decided by Dice then grid order
+#: (`[search] latency_tie` in a recipe). Two run-offs of the same builds an hour apart on one 2-core
+#: machine moved the ratio between two builds by up to 21 % (recipes_check_default.json), so a margin
+#: this size settles noise within a run, not between runs: builds closer than that can swap.
 LATENCY_TIE = 0.10
 
 
@@ -76,12 +78,13 @@ def pareto_front(candidates: Iterable[Candidate]) -> list[Candidate]:
     return front
 
 
-def choose(candidates: Sequence[Candidate], *, latency_budget_ms: float | None, min_dice: float) -> Candidate:
+def choose(candidates: Sequence[Candidate], *, latency_budget_ms: float | None, min_dice: float,
+           tie: float = LATENCY_TIE) -> Candidate:
     """The fastest candidate with Dice >= `min_dice` and latency <= `latency_budget_ms`.
 
-    Candidates within `LATENCY_TIE` of the fastest qualifying one count as equally fast: of those,
-    the most accurate wins (then the earliest in grid order), so timing noise between two runs of one
-    recipe does not change the choice.
+    Candidates within `tie` (a share, default `LATENCY_TIE`) of the fastest qualifying one count as
+    equally fast: of those, the most accurate wins (then the earliest in grid order). A wider margin
+    makes the pick depend less on timing and more on Dice, at the cost of shipping a slower model.
 
     Raises:
         BudgetError: None qualifies; names the best achievable trade-offs (the most accurate
@@ -93,7 +96,7 @@ def choose(candidates: Sequence[Candidate], *, latency_budget_ms: float | None, 
     good = [c for c in within if c.dice >= min_dice]
     if good:
         fastest = min(c.latency_ms for c in good)
-        ties = [c for c in good if c.latency_ms <= fastest * (1.0 + LATENCY_TIE)]
+        ties = [c for c in good if c.latency_ms <= fastest * (1.0 + tie)]
         return max(ties, key=lambda c: (round(c.dice, 4), -candidates.index(c)))
     organ = candidates[0].organ
     label = candidates[0].latency_label
