@@ -81,6 +81,7 @@ def summarise(results: dict[str, Any], out: Path) -> dict[str, Any]:
             "model": best.get("name"), "dice": best.get("dice"), "latency_ms": best.get("latency_ms"),
             "runoff_ms": ((o.get("runoff") or {}).get("latency_ms") or {}).get(best.get("name")),
             "runoff_entrants": len(((o.get("runoff") or {}).get("latency_ms") or {})),
+            "runoff_all_ms": {k: round(v, 1) for k, v in ((o.get("runoff") or {}).get("latency_ms") or {}).items()},
             "unpruned_fp32_dice": max((c["dice"] for c in unpruned), default=None),
             "student_checkpoint_dice": max((c["dice_checkpoint"] for c in unpruned
                                             if c.get("dice_checkpoint") is not None), default=None),
@@ -138,7 +139,15 @@ def compare(runs: list[dict[str, Any]]) -> dict[str, Any]:
             differ = {n: [p.get(n) for p in per] for n in names
                       if None in [p.get(n) for p in per]
                       or max(p[n] for p in per) - min(p[n] for p in per) > DICE_TOLERANCE}
-            candidates[o] = {"built": len(names), "differ": differ}
+            # How far the run-off's ratio between two builds moved from one run to the other: a tie
+            # margin below this cannot make the pick reproducible.
+            times = [r["organs"].get(o, {}).get("runoff_all_ms") or {} for r in rs]
+            common = sorted(set.intersection(*(set(t) for t in times))) if times else []
+            drift = max((max(t[x] / t[y] for t in times) / min(t[x] / t[y] for t in times), x, y)
+                        for i, x in enumerate(common) for y in common[i + 1:]) if len(common) > 1 and not differ else None
+            candidates[o] = {"built": len(names), "differ": differ,
+                             "runoff_ratio_drift": None if drift is None else
+                             {"factor": round(drift[0], 3), "builds": [drift[1], drift[2]]}}
         same[str(seed)] = {"identical": identical, "per_organ": diffs, "candidates": candidates}
     firsts = [rs[0] for rs in by_seed.values()]
     spread = {}
