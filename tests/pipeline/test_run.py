@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny_recipe_toml
 
-from edgemed.pipeline import SECTIONS, load_recipe, run_recipe
+from edgemed.pipeline import LATENCY_TIE, SECTIONS, load_recipe, run_recipe
 
 pytestmark = pytest.mark.filterwarnings("ignore::edgemed.errors.EdgemedWarning")
 
@@ -47,12 +47,14 @@ def test_every_stage_runs_once_and_is_logged(first_run) -> None:  # type: ignore
     assert names == {"w8 p0 fp32 ort", "w8 p0.5 fp32 ort", "w8 p0 int8 ort", "w8 p0.5 int8 ort"}
     assert organ.chosen is not None and organ.chosen.latency_label == "measured"
     # min_dice = 0: every candidate qualifies, so all were timed again side by side (the run-off), and the
-    # choice is the fastest there, or the most accurate of those within 10 % of it
+    # choice is the fastest there, or the most accurate of those within the tie margin (25 %) of it
     runoff = organ.runoff
     assert runoff is not None and set(runoff["latency_ms"]) == {c.name for c in organ.candidates}
     assert runoff["rounds"] >= 5 and runoff["chosen"] == organ.chosen.name
+    assert runoff["latency_tie"] == LATENCY_TIE == 0.25
     fastest = min(runoff["latency_ms"].values())
-    ties = [c for c in organ.candidates if runoff["latency_ms"][c.name] <= fastest * 1.1]
+    assert runoff["latency_ms"][runoff["fastest"]] == fastest
+    ties = [c for c in organ.candidates if runoff["latency_ms"][c.name] <= fastest * (1 + LATENCY_TIE)]
     assert organ.chosen in ties and organ.chosen.dice == max(c.dice for c in ties)
     record = json.loads(next((result.out / "stages").glob("runoff-*/stage.json")).read_text())
     samples = record["summary"]["samples_ms"]
@@ -200,10 +202,12 @@ def test_same_recipe_same_seed_gives_the_same_models_and_dice(first_run, tmp_pat
     # (a CI run once lost "w8 p0 int8 ort" that the first run had, when quantize kept INT8 only if faster)
     assert [s["name"] for s in a.skipped] == [s["name"] for s in b.skipped]
     assert all("faster" not in s["reason"] for s in a.skipped + b.skipped)
-    if a.chosen.name != b.chosen.name:  # only when timing noise moved one across the 10 % tie band's edge
+    if a.chosen.name != b.chosen.name:  # only when timing noise moved one across the tie band's edge
         for run in (a, b):
             by = run.runoff["latency_ms"]  # what the search compared: the side-by-side timing
-            assert max(by[a.chosen.name], by[b.chosen.name]) <= 1.25 * min(by.values())
+            assert by[run.chosen.name] <= (1 + LATENCY_TIE) * min(by.values())
+            # the other run's pick: near the band's edge here too (drift between processes: up to 28.5 %)
+            assert max(by[a.chosen.name], by[b.chosen.name]) <= (1 + LATENCY_TIE) * 1.3 * min(by.values())
 
 
 def test_max_dice_drop_ships_only_what_is_within_it_of_the_unpruned_student(first_run) -> None:  # type: ignore[no-untyped-def]

@@ -33,8 +33,8 @@ def compress(recipe: Path, out: Path | None, target: str | None, latency_budget_
     Recipe keys are these flags' names (`latency_budget_ms = 250`); flags override the recipe.
     Finished stages are cached by the hash of their config and inputs, so a rerun or a run
     resumed after a crash redoes nothing. Same recipe, same seed, same machine and threads: the same
-    students and Dice; the pick is timed side by side (latencies within 10 % are ties, decided by
-    Dice: `[search] latency_tie`), and builds closer than the machine's drift can swap.
+    students and Dice; the pick is timed side by side (latencies within 25 % of the fastest are ties,
+    decided by Dice: `[search] latency_tie`), and a build whose latency sits near that margin can swap.
 
     When an organ has no model meeting --min-dice (within the budget), the report, results.json
     and the most accurate bundle are still written, marked below the bar with the setting most

@@ -16,9 +16,10 @@ from edgemed.pipeline._recipe import (PRECISIONS, SEARCH_BACKENDS, ProfileStageC
                                       QuantizeStageConfig, RecipeConfig, SearchConfig, load_recipe, recipe_from_dict)
 from edgemed.pipeline._report import SECTIONS, write_report
 from edgemed.pipeline._run import OrganResult, RunResult, run_recipe
+from edgemed.pipeline._stages import runoff_stage
 from edgemed.pipeline._search import LATENCY_TIE, BudgetError, Candidate, choose, knob, pareto_front
 
 __all__ = ["LATENCY_TIE", "PRECISIONS", "SEARCH_BACKENDS", "SECTIONS", "STAGE_RECORD", "BudgetError", "Candidate", "OrganResult",
            "ProfileStageConfig", "PruneStageConfig", "QuantizeStageConfig", "RecipeConfig", "RunResult", "SearchConfig",
            "StageCache", "StageResult", "artifact_digest", "choose", "file_digest", "knob", "load_recipe", "pareto_front",
-           "recipe_from_dict", "run_recipe", "stage_key", "write_report"]
+           "recipe_from_dict", "run_recipe", "runoff_stage", "stage_key", "write_report"]

@@ -30,7 +30,7 @@ class SearchConfig:
         precisions: "fp32" and/or "int8".
         backends: "ort" and/or "openvino" (INT8 for ort is ONNX Runtime QDQ, for openvino NNCF).
         latency_tie: Models within this share of the fastest qualifying one count as equally fast
-            and the most accurate of them ships (0.10 = 10 %; 0 = strictly the fastest).
+            and the most accurate of them ships (0.25 = 25 %, the default; 0 = strictly the fastest).
     """
 
     widths: tuple[tuple[int, ...], ...] = ((16, 32, 64, 128),)

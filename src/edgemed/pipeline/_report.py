@@ -149,7 +149,9 @@ def _table(result: "RunResult") -> str:
             runoff = (f"<p class='note'>Decided by a run-off: the {len(r['latency_ms'])} qualifying models timed "
                       f"side by side, interleaved, {r['rounds']} rounds (median ms; alone in the profile step): "
                       + ", ".join(f"{html.escape(n)} {ms:.1f} ({r['profile_latency_ms'][n]:.1f})"
-                                  for n, ms in sorted(r["latency_ms"].items(), key=lambda kv: kv[1])) + ".</p>")
+                                  for n, ms in sorted(r["latency_ms"].items(), key=lambda kv: kv[1])) + "."
+                      + (f" Within {r['latency_tie']:.0%} of the fastest ({html.escape(r['fastest'])}) counts as "
+                         "equally fast; of those the most accurate ships." if "latency_tie" in r else "") + "</p>")
         out.append(f"<h3>{html.escape(o.organ)}</h3><table><tr><th class='l'>model</th><th>Dice held-out</th>"
                    "<th>Dice whole scan</th><th>checkpoint validation Dice</th><th>latency ms</th><th class='l'>"
                    "latency</th><th>size MB</th><th class='l'>precision</th><th class='l'>backend</th><th class='l'>"
