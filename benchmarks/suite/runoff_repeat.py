@@ -46,15 +46,6 @@ def _results(run: Path) -> dict[str, Any]:
     return json.loads((run / "results.json").read_text())
 
 
-def _recipe(run: Path) -> Path:
-    """The recipe file the run was made from (the run's recipe.json names it)."""
-    raw = json.loads((run / "recipe.json").read_text())
-    src = raw.get("source") or raw.get("path") or raw.get("recipe")
-    if src and Path(src).is_file():
-        return Path(src)
-    return ROOT / "benchmarks" / "suite" / "recipes" / "totalseg_4organs.toml"
-
-
 def child(run: Path, recipe_path: Path) -> dict[str, Any]:
     """In this (fresh) process: every organ's run-off of `run`, as `compress` runs it, in a scratch cache."""
     from edgemed.pipeline import StageCache, load_recipe, runoff_stage

@@ -16,8 +16,8 @@ from edgemed.pipeline._recipe import (PRECISIONS, SEARCH_BACKENDS, ProfileStageC
                                       QuantizeStageConfig, RecipeConfig, SearchConfig, load_recipe, recipe_from_dict)
 from edgemed.pipeline._report import SECTIONS, write_report
 from edgemed.pipeline._run import OrganResult, RunResult, run_recipe
-from edgemed.pipeline._stages import runoff_stage
 from edgemed.pipeline._search import LATENCY_TIE, BudgetError, Candidate, choose, knob, pareto_front
+from edgemed.pipeline._stages import runoff_stage
 
 __all__ = ["LATENCY_TIE", "PRECISIONS", "SEARCH_BACKENDS", "SECTIONS", "STAGE_RECORD", "BudgetError", "Candidate", "OrganResult",
            "ProfileStageConfig", "PruneStageConfig", "QuantizeStageConfig", "RecipeConfig", "RunResult", "SearchConfig",

@@ -203,7 +203,7 @@ def _choose_group(by_organ: dict[str, list[Candidate]], recipe: RecipeConfig, ca
         return {o: (None, error) for o in organs}, runoff
     if runoff is not None:
         runoff["chosen"] = rows[judged.index(pick)][0].name
-        fastest = min((c for c in judged if c.dice >= recipe.min_dice), key=lambda c: c.latency_ms)
+        fastest = choose(judged, latency_budget_ms=recipe.latency_budget_ms, min_dice=recipe.min_dice, tie=0.0)
         runoff["fastest"] = rows[judged.index(fastest)][0].name
         runoff["latency_tie"] = recipe.search.latency_tie
     return dict(zip(organs, ((c, None) for c in rows[judged.index(pick)]))), runoff
